@@ -1,0 +1,30 @@
+"""Binders put a certificate where clients meet it and report what the endpoint serves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, Self, runtime_checkable
+
+from certkeeper.model import Bundle, Verification
+from certkeeper.plugins import PluginContext
+
+
+@runtime_checkable
+class Binder(Protocol):
+    """Deploys a bundle, given the previous one so it can swap and roll back (win-acme style).
+
+    ``deploy`` is idempotent. Rolling back is ``deploy(previous, bundle)``. ``verify`` says what
+    the endpoints serve now. ``retire(previous)`` removes the old certificate once the new one is
+    verified (only what certkeeper installed); it may be a no-op.
+    """
+
+    name: str
+
+    @classmethod
+    def from_options(cls, name: str, options: Mapping[str, Any], context: PluginContext) -> Self: ...
+
+    def deploy(self, bundle: Bundle, previous: Bundle | None) -> None: ...
+
+    def verify(self, bundle: Bundle) -> Verification: ...
+
+    def retire(self, previous: Bundle, current: Bundle) -> None: ...

@@ -1,0 +1,225 @@
+"""``certkeeper.toml`` -> validated, frozen settings. Every setting has a default.
+
+Where the file is: ``--config``, then ``$CERTKEEPER_CONFIG``, then ``certkeeper.toml`` in the
+platform config folder. Errors name the key path (``certificates[0].names[2]: ...``).
+Plugin tables (``[issuers.X]``, ``[notifiers.X]``, ``[[certificates.bindings]]``) are checked here
+for their ``type`` only; each plugin's ``from_options`` validates the rest and its errors are
+prefixed with the table's path.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from certkeeper.errors import ConfigError
+from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
+
+APP_NAME = "certkeeper"
+CONFIG_ENV = "CERTKEEPER_CONFIG"
+DATA_DIR_ENV = "CERTKEEPER_DATA_DIR"
+SECRET_KEY_ENV = "CERTKEEPER_SECRET_KEY"
+DEFAULT_ISSUER = "internal"
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_config_path(APP_NAME, appauthor=False) / "certkeeper.toml"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Plugin(BaseModel):
+    """A plugin table: ``type`` plus the plugin's own options (validated by the plugin)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StoreSettings(_Strict):
+    url: str | None = None
+    secret_key_file: Path | None = None
+
+
+class BindingSettings(_Plugin):
+    name: str | None = None
+    #: endpoints to probe after deploying, "host:port"; SNI is each certificate name
+    verify: tuple[str, ...] = ()
+    #: which node deploys this binding: a node name, or "all" (every node)
+    node: str = "all"
+
+
+class CertificateSettings(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    names: tuple[str, ...] = ()
+    issuer: str = DEFAULT_ISSUER
+    key_type: KeyType = DEFAULT_KEY_TYPE
+    renew_before_days: float | None = Field(default=None, gt=0)
+    bindings: tuple[BindingSettings, ...] = ()
+
+
+class AlertSettings(_Strict):
+    #: alert when this fraction of the lifetime remains (cert-manager-like 1/3, 1/6, 1/15)
+    expiring_fractions: tuple[float, ...] = (1 / 3, 1 / 6, 1 / 15)
+    #: and when this many days remain
+    expiring_days: tuple[float, ...] = (7, 3, 1)
+    #: hour (UTC) of the daily digest
+    digest_hour: int = Field(default=7, ge=0, le=23)
+    #: notifiers that receive alerts; empty = all configured
+    notifiers: tuple[str, ...] = ()
+
+
+class DaemonSettings(_Strict):
+    node: str | None = None
+    reconcile_minutes: float = Field(default=5, gt=0)
+    metrics_address: str | None = "127.0.0.1:9464"
+    lease_ttl_seconds: int = Field(default=120, ge=10)
+    rollout_order: tuple[str, ...] = ()
+    canary: str | None = None
+    log_format: Literal["text", "json"] = "text"
+
+
+class OutlookAnywhereSettings(_Strict):
+    external_host: str
+    domains: tuple[str, ...] = ()
+    principal: str | None = None
+    legacy_host: str | None = None
+    extra_names: tuple[str, ...] = ()
+
+
+class Settings(_Strict):
+    store: StoreSettings = StoreSettings()
+    issuers: dict[str, _Plugin] = Field(default_factory=dict)
+    certificates: tuple[CertificateSettings, ...] = ()
+    notifiers: dict[str, _Plugin] = Field(default_factory=dict)
+    alerts: AlertSettings = AlertSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    outlook_anywhere: OutlookAnywhereSettings | None = None
+
+    @field_validator("certificates")
+    @classmethod
+    def _unique_ids(cls, value: tuple[CertificateSettings, ...]) -> tuple[CertificateSettings, ...]:
+        seen: set[str] = set()
+        for cert in value:
+            if cert.id in seen:
+                raise ValueError(f"certificate id {cert.id!r} appears twice")
+            seen.add(cert.id)
+        return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Loaded settings plus where they came from and the resolved paths."""
+
+    settings: Settings
+    path: Path | None
+    data_dir: Path
+
+    @property
+    def store_url(self) -> str:
+        if self.settings.store.url:
+            return self.settings.store.url
+        return f"sqlite:///{self.data_dir / 'certkeeper.db'}"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.settings.store.secret_key_file or (self.data_dir / "secret.key")
+
+    def issuer_table(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(type, options) of issuer ``name``; ``internal`` exists even when not configured."""
+        table = self.settings.issuers.get(name)
+        if table is None:
+            if name == DEFAULT_ISSUER:
+                return "internal-ca", {}
+            known = ", ".join(sorted({DEFAULT_ISSUER, *self.settings.issuers}))
+            raise ConfigError(f"issuer {name!r} is not configured (configured: {known})")
+        return table.type, table.options()
+
+    def issuer_names(self) -> list[str]:
+        return sorted({DEFAULT_ISSUER, *self.settings.issuers})
+
+    def certificate(self, cert_id: str) -> CertificateSettings | None:
+        for cert in self.settings.certificates:
+            if cert.id == cert_id:
+                return cert
+        return None
+
+
+def format_location(loc: tuple[int | str, ...]) -> str:
+    """('certificates', 0, 'names', 2) -> 'certificates[0].names[2]'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _validation_message(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if part not in ("function-after",))
+        where = format_location(loc)
+        if prefix:
+            where = f"{prefix}.{where}" if where != "(top level)" else prefix
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def parse(data: Mapping[str, Any], *, path: Path | None = None, data_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document."""
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + _validation_message(exc)) from None
+    return Config(settings=settings, path=path, data_dir=data_dir or default_data_dir())
+
+
+def validate_options(model: type[BaseModel], options: Mapping[str, Any], where: str) -> Any:
+    """Validate a plugin's options with a pydantic model; errors name ``where.key``."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        raise ConfigError(_validation_message(exc, prefix=where)) from None
+
+
+def load(path: Path | str | None = None) -> Config:
+    """Find and load the config; no file at the default place means all defaults."""
+    explicit = path or os.environ.get(CONFIG_ENV)
+    config_path = Path(explicit) if explicit else default_config_path()
+    if not config_path.exists():
+        if explicit:
+            raise ConfigError(f"config file {config_path} does not exist")
+        return parse({}, path=None)
+    try:
+        with config_path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {config_path}: {exc.strerror}") from None
+    return parse(data, path=config_path)

@@ -1,0 +1,1 @@
+"""The certificate store: schema, migrations and the repository."""

@@ -1,0 +1,151 @@
+"""Engines, sessions and migrations.
+
+SQLite (the single-node default) runs in WAL mode with a busy timeout so the CLI and the daemon can
+share it; PostgreSQL (``postgresql+psycopg://``) is used when several CAS nodes share one store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from certkeeper.errors import SchemaOutOfDate, StoreError
+
+log = logging.getLogger(__name__)
+
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def _migrations_dir() -> Path:
+    # Installed wheel: migrations/ is a top-level package beside certkeeper/.
+    import migrations
+
+    return Path(migrations.__file__).resolve().parent
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"store.url is not a database URL: {redact_url(url)}") from exc
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_recycle"] = 1800
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - missing driver and similar
+        raise StoreError(f"cannot open store {redact_url(url)}: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def _alembic(engine: Engine) -> Iterator[tuple[Any, Any]]:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        yield config, connection
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    try:
+        with _alembic(engine) as (config, _connection):
+            command.upgrade(config, revision)
+    except OperationalError as exc:
+        raise StoreError(f"cannot migrate {redact_url(str(engine.url))}: {exc.orig}") from exc
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    with _alembic(engine) as (config, _connection):
+        command.downgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise StoreError(f"cannot read store {redact_url(str(engine.url))}: {exc.orig}") from exc
+
+
+def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def ensure_current(engine: Engine, *, auto_upgrade: bool) -> None:
+    """Migrate a new (empty) store; refuse, or upgrade, a store behind head.
+
+    The CLI upgrades automatically (``auto_upgrade``); the daemon refuses to start on a store that
+    is not at head, so two versions never run against one schema by accident.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None and not inspect(engine).get_table_names():
+        upgrade(engine)
+        return
+    if auto_upgrade:
+        log.info("migrating store from %s to %s", current, head)
+        upgrade(engine)
+        return
+    raise SchemaOutOfDate(
+        f"the store is at migration {current or 'none'}, this certkeeper needs {head}: "
+        "run 'certkeeper db upgrade'"
+    )

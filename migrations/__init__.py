@@ -1,0 +1,1 @@
+"""Alembic migrations for the certkeeper store; shipped inside the wheel."""
