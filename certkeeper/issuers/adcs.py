@@ -161,7 +161,7 @@ def disposition_message(page: str) -> str | None:
     """The CA's disposition message on a certfnsh.asp or certnew.cer page, if there is one."""
     quoted = re.search(r'The disposition message is "([^"]+)', page)
     if quoted:
-        return " ".join(html.unescape(quoted.group(1)).split())
+        return html.unescape(quoted.group(1)).strip()
     labelled = re.search(r"Disposition message:(.*)", page, flags=re.DOTALL)
     if labelled:
         lines = [page_text(line) for line in labelled.group(1).splitlines()]
