@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, NoReturn, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -505,15 +505,15 @@ class AdcsIssuer:
                                   "template": self.options.template,
                                   "submitted_at": self.context.clock.now().isoformat()}
                     request.save_checkpoint(checkpoint)
-                self._raise_unless_issued(request, submission, checkpoint)
+                if submission.outcome != "issued":
+                    self._not_issued(request, submission, checkpoint)
                 request_id = int(checkpoint["request_id"])
             else:
                 request_id = int(checkpoint["request_id"])
                 request.progress(f"asking AD CS at {self.url} about request {request_id}")
             retrieved = self._retrieve(session, request_id)
             if isinstance(retrieved, Submission):
-                self._raise_unless_issued(request, retrieved, checkpoint)
-                raise AssertionError("unreachable")  # pragma: no cover
+                self._not_issued(request, retrieved, checkpoint)
             leaf = retrieved
             intermediates, roots = self._chain(session, leaf, request_id)
         if leaf.public_key() != csr.public_key():
@@ -535,15 +535,12 @@ class AdcsIssuer:
             details=details,
         )
 
-    def _raise_unless_issued(self, request: IssueRequest, submission: Submission,
-                             checkpoint: Mapping[str, Any]) -> None:
+    def _not_issued(self, request: IssueRequest, submission: Submission,
+                    checkpoint: Mapping[str, Any]) -> NoReturn:
+        """Raise what a pending, denied or unreadable answer means for the caller."""
         number = f"request {submission.request_id}" if submission.request_id is not None else "the request"
-        if submission.outcome == "issued":
-            if submission.request_id is None:  # pragma: no cover - the regex always captures
-                raise IssuanceError("AD CS said issued without a request ID")
-            return
         if submission.outcome == "pending":
-            if submission.request_id is None:
+            if not checkpoint:
                 raise IssuanceError(f"AD CS at {self.url} put the request on hold but gave no "
                                     "request ID to ask about it later", problem=submission.message)
             retry_at = self.context.clock.now() + timedelta(minutes=self.options.poll_minutes)
