@@ -30,10 +30,12 @@ from certkeeper.errors import (
     NotFound,
 )
 from certkeeper.issuers import Issuer, SupportsRenewalInfo
-from certkeeper.model import Bundle, EventKind, IssueRequest, IssueResult, KeyType, RevisionState
+from certkeeper.binders import Binder
+from certkeeper.model import Bundle, Event, EventKind, IssueRequest, IssueResult, KeyType, RevisionState
+from certkeeper.notifiers import Notifier
 from certkeeper.plugins import ISSUERS, PluginContext, load_class
 from certkeeper.store.repository import Repository
-from certkeeper.store.schema import RevisionRow
+from certkeeper.store.schema import DeploymentRow, RevisionRow
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,62 @@ def certificate_id_for(names: tuple[str, ...]) -> str:
     """A readable default id: the first name (``*`` spelled ``wildcard``)."""
     first = names[0].replace("*", "wildcard")
     return first[:64]
+
+
+@dataclass(frozen=True)
+class Decision:
+    certificate_id: str
+    action: str  # "issue" | "wait" | "blocked"
+    reason: str
+    message: str
+    renewal_time: datetime | None
+    not_after: datetime | None
+
+
+@dataclass
+class ReconcileReport:
+    decisions: list[Decision]
+    issued: list[IssueOutcome]
+    failed: dict[str, str]
+    deployed: list[str]
+    deploy_failed: dict[str, str]
+    alerts_queued: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.deploy_failed
+
+
+ALERT_EVENT_KINDS = {
+    EventKind.ISSUED, EventKind.RENEWED, EventKind.RENEWAL_FAILED, EventKind.REJECTED,
+    EventKind.PENDING_APPROVAL, EventKind.DEPLOY_FAILED, EventKind.VERIFY_MISMATCH, EventKind.EXPIRING,
+    EventKind.RECOVERED,
+}
+
+ACTIONS = {
+    EventKind.RENEWAL_FAILED: "certkeeper retries with backoff; check the CA's problem and `certkeeper status`.",
+    EventKind.REJECTED: "The CA refused permanently: fix the cause, then `certkeeper renew ID --force`.",
+    EventKind.PENDING_APPROVAL: "Approve the request on the CA; certkeeper picks the certificate up by itself.",
+    EventKind.DEPLOY_FAILED: "The previous certificate is still served; check the binding and `certkeeper status`.",
+    EventKind.VERIFY_MISMATCH: "The endpoint serves another certificate: run `certkeeper deploy ID` and check it.",
+    EventKind.EXPIRING: "Renewal has not succeeded yet: check `certkeeper status` and the last failure.",
+    EventKind.ISSUED: "Nothing to do.",
+    EventKind.RENEWED: "Nothing to do; certkeeper deploys and verifies it.",
+    EventKind.RECOVERED: "Nothing to do.",
+}
+
+
+def _binding_key(binding: Mapping[str, Any], index: int) -> str:
+    return str(binding.get("name") or f"{binding.get('type', 'binding')}#{index}")
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    binding: str
+    ok: bool
+    message: str
+    skipped: bool = False
+    served_fingerprint: str | None = None
 
 
 class Service:
@@ -570,6 +628,388 @@ class Service:
     def remove(self, cert_id: str) -> None:
         self.repository.delete_certificate(cert_id)
         self.repository.record_event("removed", f"certificate {cert_id} removed from management", certificate_id=cert_id)
+
+    # -- reconcile -----------------------------------------------------------------------------------
+
+    def decide(self, now: datetime, cert_ids: list[str] | None = None, *, force: bool = False) -> list[Decision]:
+        """What each certificate needs now and why (the same chain for `renew` and the daemon)."""
+        from certkeeper.lifecycle.checks import may_attempt, should_issue
+        from certkeeper.status import facts_from_overview
+
+        decisions = []
+        for item in self.repository.overview(cert_ids):
+            facts = facts_from_overview(item)
+            verdict = should_issue(facts, now, force=force)
+            if verdict is None:
+                when = item.renewal_time
+                message = f"renews after {when:%Y-%m-%d %H:%M} UTC" if when else "nothing to do"
+                decisions.append(Decision(item.id, "wait", "not_due", message, when, item.not_after))
+                continue
+            blocked = may_attempt(facts, now, force=force)
+            if blocked is not None:
+                decisions.append(
+                    Decision(item.id, "blocked", blocked.reason, blocked.message, item.renewal_time, item.not_after)
+                )
+            else:
+                decisions.append(
+                    Decision(item.id, "issue", verdict.reason, verdict.message, item.renewal_time, item.not_after)
+                )
+        return decisions
+
+    def reconcile(
+        self,
+        now: datetime | None = None,
+        *,
+        cert_ids: list[str] | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+        parallel: int = 4,
+        issue: bool = True,
+        deploy: bool = True,
+        progress: Callable[[str], None] = lambda _step: None,
+    ) -> ReconcileReport:
+        """One pass over every certificate (or ``cert_ids``): decide, issue, deploy, verify, alert.
+
+        ``issue=False`` is for nodes that do not hold the issuer lease (CAS arrays): they only
+        deploy. ``dry_run`` decides and changes nothing. Due certificates are issued in parallel
+        (bounded by ``parallel``); one failing certificate never stops the others.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        now = now or self.clock.now()
+        if not dry_run:
+            self.sync_config()
+        for cert_id in cert_ids or []:
+            if self.repository.find_certificate(cert_id) is None:
+                raise NotFound(f"no certificate with id {cert_id!r} (certkeeper list shows them)")
+        decisions = self.decide(now, cert_ids, force=force)
+        report = ReconcileReport(decisions=decisions, issued=[], failed={}, deployed=[], deploy_failed={})
+        if dry_run:
+            return report
+        due = [decision for decision in decisions if decision.action == "issue"] if issue else []
+
+        def run(decision: Decision) -> tuple[str, IssueOutcome | None, str | None]:
+            cert_id = decision.certificate_id
+            try:
+                outcome = self.issue_certificate(
+                    cert_id, reason=decision.reason, progress=lambda step: progress(f"{cert_id}: {step}")
+                )
+                return cert_id, outcome, None
+            except CertkeeperError as exc:
+                return cert_id, None, str(exc)
+            except Exception as exc:  # noqa: BLE001 - one certificate must never stop the others
+                log.exception("unexpected error while issuing %s", cert_id)
+                return cert_id, None, f"unexpected error: {type(exc).__name__}: {exc}"
+
+        if due:
+            with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(due)))) as pool:
+                for cert_id, outcome, error in pool.map(run, due):
+                    if outcome is not None:
+                        report.issued.append(outcome)
+                    elif error is not None:
+                        report.failed[cert_id] = error
+        if deploy:
+            for cert_id in cert_ids or self.repository.certificate_ids():
+                try:
+                    results = self.deploy(cert_id)
+                except Exception as exc:  # noqa: BLE001 - one certificate never stops the others
+                    log.exception("deploying %s failed", cert_id)
+                    report.deploy_failed[cert_id] = str(exc)
+                    continue
+                for result in results:
+                    if result.skipped:
+                        continue
+                    if result.ok:
+                        report.deployed.append(f"{cert_id}/{result.binding}")
+                    else:
+                        report.deploy_failed[f"{cert_id}/{result.binding}"] = result.message
+        report.alerts_queued += self.queue_expiry_alerts(now)
+        return report
+
+    # -- deploy and verify ---------------------------------------------------------------------------
+
+    def bindings_for_node(self, bindings: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """The bindings this node deploys: those for every node, and those naming this node."""
+        mine = []
+        for index, binding in enumerate(bindings):
+            node = binding.get("node") or "all"
+            if node == "all" or node == self.node:
+                mine.append((_binding_key(binding, index), binding))
+        return mine
+
+    def binder(self, cert_id: str, key: str, binding: Mapping[str, Any]) -> Binder:
+        from certkeeper.plugins import BINDERS
+
+        kind = str(binding.get("type", ""))
+        options = {k: v for k, v in binding.items() if k not in ("type", "name", "node")}
+        cls = load_class(BINDERS, kind, "binding")
+        binder: Binder = cls.from_options(key, options, self.plugin_context(f"binder:{cert_id}:{key}"))
+        return binder
+
+    def deploy(self, cert_id: str, *, force: bool = False) -> list[DeployResult]:
+        """Deploy the current revision to this node's bindings, verify, roll back on failure."""
+        repo = self.repository
+        with repo.session() as session:
+            cert = repo.get_certificate(session, cert_id)
+            bindings = list(cert.bindings or [])
+            current = repo.current_revision(session, cert_id)
+            if current is None:
+                return []
+            revision_id = current.id
+        return [
+            self._deploy_one(cert_id, revision_id, key, binding, force=force)
+            for key, binding in self.bindings_for_node(bindings)
+        ]
+
+    def _deployment_row(self, session: Any, revision_id: int, key: str) -> DeploymentRow | None:
+        from sqlalchemy import select
+
+        return session.scalars(
+            select(DeploymentRow).where(
+                DeploymentRow.revision_id == revision_id, DeploymentRow.binding == key,
+                DeploymentRow.node == self.node,
+            )
+        ).first()
+
+    def _previous_served(self, session: Any, cert_id: str, revision_id: int, key: str) -> int | None:
+        """The revision number last proven (or deployed) on this binding, other than ``revision_id``."""
+        from sqlalchemy import select
+
+        row = session.scalars(
+            select(DeploymentRow)
+            .where(
+                DeploymentRow.certificate_id == cert_id, DeploymentRow.binding == key,
+                DeploymentRow.node == self.node, DeploymentRow.revision_id != revision_id,
+                DeploymentRow.state.in_(["verified", "deployed", "retired"]),
+            )
+            .order_by(DeploymentRow.updated_at.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return int(self.repository.revision(session, row.revision_id).number)
+
+    def _deploy_one(
+        self, cert_id: str, revision_id: int, key: str, binding: Mapping[str, Any], *, force: bool
+    ) -> DeployResult:
+        from certkeeper.errors import BindError
+        from certkeeper.lifecycle.backoff import next_attempt_after_failure
+
+        repo = self.repository
+        now = self.clock.now()
+        with repo.session() as session:
+            row = self._deployment_row(session, revision_id, key)
+            if row is not None and not force:
+                if row.state in ("verified", "deployed"):
+                    return DeployResult(key, True, "already deployed", skipped=True,
+                                        served_fingerprint=row.served_fingerprint)
+                if row.state == "failed" and row.next_attempt_at and now < row.next_attempt_at:
+                    return DeployResult(key, False, f"backing off until {row.next_attempt_at:%H:%M} UTC", skipped=True)
+            previous_number = self._previous_served(session, cert_id, revision_id, key)
+            if row is None:
+                row = DeploymentRow(
+                    certificate_id=cert_id, revision_id=revision_id, binding=key, node=self.node,
+                    state="deploying", attempts=0, details={}, updated_at=now,
+                )
+                session.add(row)
+            row.state, row.attempts, row.updated_at = "deploying", row.attempts + 1, now
+            attempts = row.attempts
+        bundle = self.bundle(cert_id)
+        previous = self.bundle(cert_id, previous_number) if previous_number is not None else None
+        log.info("%s: deploying revision %s to %s", cert_id, bundle.revision, key, extra={"cert": cert_id})
+        verification = None
+        error: str | None = None
+        try:
+            binder = self.binder(cert_id, key, binding)
+            binder.deploy(bundle, previous)
+            verification = binder.verify(bundle)
+            if not verification.ok:
+                error = f"verification failed: {verification.summary()}"
+        except BindError as exc:
+            error = str(exc)
+            binder = None  # type: ignore[assignment]
+        except CertkeeperError as exc:
+            error = str(exc)
+            binder = None  # type: ignore[assignment]
+        if error is not None:
+            if previous is not None:
+                try:
+                    rollback = binder or self.binder(cert_id, key, binding)
+                    rollback.deploy(previous, bundle)
+                    error += f"; rolled back to revision {previous.revision}"
+                except CertkeeperError as exc:
+                    log.error("%s: rollback on %s failed: %s", cert_id, key, exc, extra={"cert": cert_id})
+                    error += f"; ROLLBACK FAILED: {exc}"
+            served = verification.served_fingerprint if verification else None
+            with repo.session() as session:
+                row = self._deployment_row(session, revision_id, key)
+                assert row is not None
+                row.state, row.error, row.updated_at = "failed", error, self.clock.now()
+                row.served_fingerprint = served
+                row.next_attempt_at = next_attempt_after_failure(attempts, self.clock.now())
+                mismatch = verification is not None and not verification.ok
+                kind = EventKind.VERIFY_MISMATCH if mismatch else EventKind.DEPLOY_FAILED
+                repo.record_event(kind.value, f"{key}: {error}", certificate_id=cert_id, revision_id=revision_id,
+                                  node=self.node, details={"binding": key}, session=session)
+            self.alert_event(kind, cert_id, f"{key}: {error}", dedupe=f"{kind.value}:{cert_id}:{revision_id}:{key}:{self.node}",
+                             details={"binding": key, "node": self.node, "served": served or ""})
+            return DeployResult(key, False, error, served_fingerprint=served)
+        assert verification is not None
+        with repo.session() as session:
+            row = self._deployment_row(session, revision_id, key)
+            assert row is not None
+            proven = bool(verification.checks)
+            row.state = "verified" if proven else "deployed"
+            row.served_fingerprint = verification.served_fingerprint if proven else None
+            row.verified_at = self.clock.now() if proven else None
+            row.deployed_at = self.clock.now()
+            row.error, row.next_attempt_at = None, None
+            repo.record_event(
+                EventKind.DEPLOYED.value,
+                f"{key}: revision {bundle.revision} deployed" + (", served certificate verified" if proven else ""),
+                certificate_id=cert_id, revision_id=revision_id, node=self.node, details={"binding": key},
+                session=session,
+            )
+        if previous is not None:
+            try:
+                binder.retire(previous, bundle)
+            except CertkeeperError as exc:
+                log.warning("%s: could not retire revision %s on %s: %s", cert_id, previous.revision, key, exc)
+        return DeployResult(key, True, verification.summary(), served_fingerprint=verification.served_fingerprint)
+
+    def verify_deployments(self, now: datetime | None = None) -> list[tuple[str, str, bool, str]]:
+        """Probe every binding of this node for what it serves now; alert on a mismatch."""
+        results = []
+        for cert_id in self.repository.certificate_ids():
+            repo = self.repository
+            with repo.session() as session:
+                cert = repo.get_certificate(session, cert_id)
+                current = repo.current_revision(session, cert_id)
+                bindings = list(cert.bindings or [])
+                if current is None:
+                    continue
+                revision_id = current.id
+            for key, binding in self.bindings_for_node(bindings):
+                if not binding.get("verify"):
+                    continue
+                try:
+                    bundle = self.bundle(cert_id)
+                    verification = self.binder(cert_id, key, binding).verify(bundle)
+                    ok, summary = verification.ok, verification.summary()
+                    served = verification.served_fingerprint
+                except CertkeeperError as exc:
+                    ok, summary, served = False, str(exc), None
+                with repo.session() as session:
+                    row = self._deployment_row(session, revision_id, key)
+                    if row is not None:
+                        row.served_fingerprint = served
+                        row.updated_at = self.clock.now()
+                        if ok:
+                            row.verified_at = self.clock.now()
+                if not ok:
+                    self.alert_event(
+                        EventKind.VERIFY_MISMATCH, cert_id, f"{key}: {summary}",
+                        dedupe=f"verify_mismatch:{cert_id}:{revision_id}:{key}:{self.node}:{served}",
+                        details={"binding": key, "node": self.node, "served": served or ""},
+                    )
+                results.append((cert_id, key, ok, summary))
+        return results
+
+    # -- alerts ------------------------------------------------------------------------------------------
+
+    def notifier_names(self) -> list[str]:
+        settings = self.config.settings
+        return list(settings.alerts.notifiers) or sorted(settings.notifiers)
+
+    def notifiers(self) -> dict[str, Notifier]:
+        from certkeeper.plugins import NOTIFIERS
+
+        built: dict[str, Notifier] = {}
+        for name, table in self.config.settings.notifiers.items():
+            cls = load_class(NOTIFIERS, table.type, "notifier")
+            built[name] = cls.from_options(name, table.options(), self.plugin_context(f"notifier:{name}"))
+        return built
+
+    def outbox(self) -> Any:
+        from certkeeper.outbox import Outbox
+
+        return Outbox(self.repository.sessions, self.clock)
+
+    def alert(self, event: Event, dedupe: str) -> int:
+        """Queue ``event`` for every alert notifier, once per ``dedupe`` key; never raises."""
+        names = self.notifier_names()
+        if not names:
+            return 0
+        try:
+            return int(self.outbox().enqueue(event, names, dedupe))
+        except Exception:  # noqa: BLE001 - an alert must never break a renewal
+            log.exception("could not queue the %s alert for %s", event.kind.value, event.certificate_id)
+            return 0
+
+    def alert_event(
+        self, kind: EventKind, cert_id: str, message: str, *, dedupe: str, details: Mapping[str, str] | None = None
+    ) -> int:
+        now = self.clock.now()
+        names: tuple[str, ...] = ()
+        not_after = None
+        cert = self.repository.find_certificate(cert_id)
+        if cert is not None:
+            names = tuple(cert.names)
+            item = self.repository.overview([cert_id])
+            not_after = item[0].not_after if item else None
+        event = Event(
+            kind=kind, occurred_at=now, message=message, certificate_id=cert_id, names=names, not_after=not_after,
+            days_left=round((not_after - now).total_seconds() / 86400, 1) if not_after else None,
+            action=ACTIONS.get(kind, ""), details=dict(details or {}),
+        )
+        return self.alert(event, dedupe)
+
+    def queue_expiry_alerts(self, now: datetime) -> int:
+        """An EXPIRING alert per crossed threshold, only while a due renewal has not succeeded."""
+        from certkeeper.lifecycle.alerts import latest_crossed
+
+        alerts = self.config.settings.alerts
+        queued = 0
+        for item in self.repository.overview():
+            if item.not_before is None or item.not_after is None or item.revision is None:
+                continue
+            if item.renewal_time is not None and now < item.renewal_time:
+                continue
+            threshold = latest_crossed(
+                item.not_before, item.not_after, now, fractions=alerts.expiring_fractions, days=alerts.expiring_days
+            )
+            if threshold is None:
+                continue
+            left = (item.not_after - now).total_seconds() / 86400
+            message = (
+                f"expires {item.not_after:%Y-%m-%d %H:%M} UTC ({left:.1f} days left) and has not been renewed"
+                + (f": {item.last_failure_message}" if item.last_failure_message else "")
+            )
+            queued += self.alert_event(
+                EventKind.EXPIRING, item.id, message, dedupe=f"expiring:{item.id}:{item.revision}:{threshold.label}",
+                details={"threshold": threshold.label},
+            )
+        return queued
+
+    def queue_digest(self, now: datetime) -> int:
+        """The daily digest: every certificate's health in one message."""
+        from certkeeper.lifecycle.health import health
+        from certkeeper.status import facts_from_overview
+
+        lines = []
+        for item in self.repository.overview():
+            state, reason = health(facts_from_overview(item), now)
+            left = f"{(item.not_after - now).total_seconds() / 86400:.0f}d" if item.not_after else "-"
+            lines.append(f"{item.id}: {state.value} ({left} left) - {reason}")
+        event = Event(
+            kind=EventKind.DIGEST, occurred_at=now, message="\n".join(lines) or "no certificates under management",
+            action="Nothing to do unless a line says Failing, Expiring or Expired.",
+            details={"certificates": str(len(lines))},
+        )
+        return self.alert(event, f"digest:{now:%Y-%m-%d}")
+
+    def deliver_alerts(self, now: datetime | None = None) -> Any:
+        return self.outbox().deliver_due(self.notifiers(), now or self.clock.now())
 
 
 def _pem(cert: Any) -> bytes:
