@@ -84,7 +84,10 @@ def health(
             f"A new certificate has been requested and is pending; the current one is {validity}.",
         )
     if verdict is not None:
-        return Health.RENEWING, f"{verdict.message} The current certificate is {validity}."
+        return (
+            Health.RENEWING,
+            f"{verdict.message} The current certificate expires at {format_time(current.not_after)}.",
+        )
     return Health.READY, f"The certificate is {validity}; renewal from {format_time(due_at)}."
 
 
