@@ -65,7 +65,12 @@ SIX_DAY = {"not_after": NB + 6 * D, "renewal_time": NB + 3 * D}
         ),
         # renewing
         pytest.param(
-            facts(), NB + 60 * D, Health.RENEWING, "Renewal has been due since 2026-03-02", id="due"
+            facts(),
+            NB + 60 * D,
+            Health.RENEWING,
+            "Renewal has been due since 2026-03-02 00:00:00 UTC; 30 days of validity left. "
+            "The current certificate expires at 2026-04-01 00:00:00 UTC.",
+            id="due",
         ),
         pytest.param(
             facts(pending=True), NB + 10 * D, Health.RENEWING, "requested and is pending", id="pending"
