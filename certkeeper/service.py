@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from certkeeper import names as hostnames
+from certkeeper.binders import Binder
 from certkeeper.clock import Clock, SystemClock
 from certkeeper.config import Config
 from certkeeper.errors import (
@@ -30,7 +31,6 @@ from certkeeper.errors import (
     NotFound,
 )
 from certkeeper.issuers import Issuer, SupportsRenewalInfo
-from certkeeper.binders import Binder
 from certkeeper.model import Bundle, Event, EventKind, IssueRequest, IssueResult, KeyType, RevisionState
 from certkeeper.notifiers import Notifier
 from certkeeper.plugins import ISSUERS, PluginContext, load_class
@@ -280,7 +280,9 @@ class Service:
             issuer_name, key_type = cert.issuer, KeyType(cert.key_type)
             spec_names = tuple(cert.names)
             current = repo.current_revision(session, cert_id)
-            replaces = (current.cert_pem.encode(), (current.chain_pem or "").encode()) if current and current.cert_pem else None
+            replaces = None
+            if current is not None and current.cert_pem:
+                replaces = (current.cert_pem.encode(), (current.chain_pem or "").encode())
             current_id = current.id if current else None
             pending = repo.pending_revision(session, cert_id)
             resume = (
@@ -336,7 +338,7 @@ class Service:
                 result = issuer.issue(request)
             except CertkeeperError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a plugin bug must not look like success
+            except Exception as exc:
                 log.exception("issuer %s failed unexpectedly", issuer_name)
                 raise IssuanceError(f"issuer {issuer_name!r} failed unexpectedly: {type(exc).__name__}") from exc
             progress("checking the issued certificate")
@@ -348,7 +350,9 @@ class Service:
         except IssuanceError as exc:
             self._record_failure(cert_id, revision_id, exc)
             raise
-        return self._store_issued(cert_id, revision_id, number, result, bundle, issuer, issuer_name, replaced=current_id)
+        return self._store_issued(
+            cert_id, revision_id, number, result, bundle, issuer, issuer_name, replaced=current_id
+        )
 
     def _validate(
         self, cert_id: str, result: IssueResult, key_pem: bytes, names: tuple[str, ...], issuer: Issuer
@@ -439,7 +443,8 @@ class Service:
             details = {"serial": info.serial, "not_after": info.not_after.isoformat()}
             details.update({k: str(v) for k, v in result.details.items()})
             repo.record_event(
-                kind.value, f"revision {number} issued by {issuer_name}, valid until {info.not_after:%Y-%m-%d %H:%M} UTC",
+                kind.value,
+                f"revision {number} issued by {issuer_name}, valid until {info.not_after:%Y-%m-%d %H:%M} UTC",
                 certificate_id=cert_id, revision_id=revision_id, node=self.node, details=details, session=session,
             )
             if recovered:
@@ -627,7 +632,9 @@ class Service:
 
     def remove(self, cert_id: str) -> None:
         self.repository.delete_certificate(cert_id)
-        self.repository.record_event("removed", f"certificate {cert_id} removed from management", certificate_id=cert_id)
+        self.repository.record_event(
+            "removed", f"certificate {cert_id} removed from management", certificate_id=cert_id
+        )
 
     # -- reconcile -----------------------------------------------------------------------------------
 
@@ -697,7 +704,7 @@ class Service:
                 return cert_id, outcome, None
             except CertkeeperError as exc:
                 return cert_id, None, str(exc)
-            except Exception as exc:  # noqa: BLE001 - one certificate must never stop the others
+            except Exception as exc:
                 log.exception("unexpected error while issuing %s", cert_id)
                 return cert_id, None, f"unexpected error: {type(exc).__name__}: {exc}"
 
@@ -712,7 +719,7 @@ class Service:
             for cert_id in cert_ids or self.repository.certificate_ids():
                 try:
                     results = self.deploy(cert_id)
-                except Exception as exc:  # noqa: BLE001 - one certificate never stops the others
+                except Exception as exc:
                     log.exception("deploying %s failed", cert_id)
                     report.deploy_failed[cert_id] = str(exc)
                     continue
@@ -764,12 +771,13 @@ class Service:
     def _deployment_row(self, session: Any, revision_id: int, key: str) -> DeploymentRow | None:
         from sqlalchemy import select
 
-        return session.scalars(
+        row: DeploymentRow | None = session.scalars(
             select(DeploymentRow).where(
                 DeploymentRow.revision_id == revision_id, DeploymentRow.binding == key,
                 DeploymentRow.node == self.node,
             )
         ).first()
+        return row
 
     def _previous_served(self, session: Any, cert_id: str, revision_id: int, key: str) -> int | None:
         """The revision number last proven (or deployed) on this binding, other than ``revision_id``."""
@@ -792,7 +800,6 @@ class Service:
     def _deploy_one(
         self, cert_id: str, revision_id: int, key: str, binding: Mapping[str, Any], *, force: bool
     ) -> DeployResult:
-        from certkeeper.errors import BindError
         from certkeeper.lifecycle.backoff import next_attempt_after_failure
 
         repo = self.repository
@@ -819,23 +826,18 @@ class Service:
         log.info("%s: deploying revision %s to %s", cert_id, bundle.revision, key, extra={"cert": cert_id})
         verification = None
         error: str | None = None
+        binder = self.binder(cert_id, key, binding)
         try:
-            binder = self.binder(cert_id, key, binding)
             binder.deploy(bundle, previous)
             verification = binder.verify(bundle)
             if not verification.ok:
                 error = f"verification failed: {verification.summary()}"
-        except BindError as exc:
+        except CertkeeperError as exc:  # BindError, VerifyError, a secret that cannot be resolved...
             error = str(exc)
-            binder = None  # type: ignore[assignment]
-        except CertkeeperError as exc:
-            error = str(exc)
-            binder = None  # type: ignore[assignment]
         if error is not None:
             if previous is not None:
                 try:
-                    rollback = binder or self.binder(cert_id, key, binding)
-                    rollback.deploy(previous, bundle)
+                    binder.deploy(previous, bundle)
                     error += f"; rolled back to revision {previous.revision}"
                 except CertkeeperError as exc:
                     log.error("%s: rollback on %s failed: %s", cert_id, key, exc, extra={"cert": cert_id})
@@ -851,7 +853,8 @@ class Service:
                 kind = EventKind.VERIFY_MISMATCH if mismatch else EventKind.DEPLOY_FAILED
                 repo.record_event(kind.value, f"{key}: {error}", certificate_id=cert_id, revision_id=revision_id,
                                   node=self.node, details={"binding": key}, session=session)
-            self.alert_event(kind, cert_id, f"{key}: {error}", dedupe=f"{kind.value}:{cert_id}:{revision_id}:{key}:{self.node}",
+            self.alert_event(
+                kind, cert_id, f"{key}: {error}", dedupe=f"{kind.value}:{cert_id}:{revision_id}:{key}:{self.node}",
                              details={"binding": key, "node": self.node, "served": served or ""})
             return DeployResult(key, False, error, served_fingerprint=served)
         assert verification is not None
@@ -942,7 +945,7 @@ class Service:
             return 0
         try:
             return int(self.outbox().enqueue(event, names, dedupe))
-        except Exception:  # noqa: BLE001 - an alert must never break a renewal
+        except Exception:
             log.exception("could not queue the %s alert for %s", event.kind.value, event.certificate_id)
             return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from certkeeper.lifecycle.checks import CertificateFacts, RevisionFacts
+from certkeeper.lifecycle.checks import CertificateFacts, RevisionFacts, SpecFacts
 from certkeeper.store.repository import Overview
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ def facts_from_overview(item: Overview) -> CertificateFacts:
         failure_count=item.failure_count, last_failure_at=item.last_failure_at,
         last_failure_message=item.last_failure_message, next_attempt_at=item.next_attempt_at,
         rejected=item.rejected, pending=item.pending, enabled=item.enabled,
+        last_failure_spec=SpecFacts(*item.last_failure_spec) if item.last_failure_spec else None,
     )
 
 

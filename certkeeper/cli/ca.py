@@ -36,7 +36,9 @@ def init_(ctx: click.Context, name: str, force: bool) -> None:
     from certkeeper.pki import parse
 
     root = parse.cert_info(parse.load_certificates(issuer.root_pem(), what="root")[0])
-    console().print(f"CA {name}: root {root.subject}, valid until {root.not_after:%Y-%m-%d}, sha256 {root.fingerprint_sha256}")
+    console().print(
+        f"CA {name}: root {root.subject}, valid until {root.not_after:%Y-%m-%d}, sha256 {root.fingerprint_sha256}"
+    )
 
 
 @ca.command("export")

@@ -49,7 +49,9 @@ def issue(ctx: click.Context, names: tuple[str, ...], cert_id: str | None, issue
         print_json(_outcome_dict(outcome))
         return
     out = console()
-    out.print(f"[bold green]Issued[/bold green] {outcome.certificate_id} (revision {outcome.revision}) by {outcome.issuer}")
+    out.print(
+        f"[bold green]Issued[/bold green] {outcome.certificate_id} (revision {outcome.revision}) by {outcome.issuer}"
+    )
     out.print(f"  names:        {', '.join(outcome.names)}")
     out.print(f"  serial:       {outcome.serial}")
     out.print(f"  sha256:       {outcome.fingerprint}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 import click
 
@@ -18,7 +19,7 @@ def secret() -> None:
 @click.argument("name")
 @click.option("--from-file", type=click.File("r"), help="Read the value from a file instead of stdin/prompt.")
 @click.pass_context
-def set_(ctx: click.Context, name: str, from_file: click.utils.LazyFile | None) -> None:
+def set_(ctx: click.Context, name: str, from_file: TextIO | None) -> None:
     """Store NAME's value (read from stdin, a file, or a hidden prompt). Reference it as secret:NAME."""
     if from_file is not None:
         value = from_file.read().strip()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from certkeeper.clock import Clock
@@ -96,6 +96,8 @@ class Overview:
     not_before: datetime | None
     not_after: datetime | None
     renewal_time: datetime | None
+    #: (names, key_type, issuer) of the latest failed attempt, while failures are counted
+    last_failure_spec: tuple[tuple[str, ...], str, str] | None = None
 
 
 class Repository:
@@ -134,7 +136,8 @@ class Repository:
 
     def delete_secret(self, name: str) -> bool:
         with self.session() as session:
-            return bool(session.execute(delete(SecretRow).where(SecretRow.name == name)).rowcount)
+            result: CursorResult[Any] = session.execute(delete(SecretRow).where(SecretRow.name == name))  # type: ignore[assignment]
+            return bool(result.rowcount)
 
     def secret_names(self) -> list[tuple[str, datetime]]:
         with self.session() as session:
@@ -226,6 +229,23 @@ class Repository:
                     select(RevisionRow.certificate_id).where(RevisionRow.state == RevisionState.PENDING.value)
                 )
             )
+            failing: dict[str, tuple[tuple[str, ...], str, str]] = {}
+            if session.scalar(select(func.count(CertificateRow.id)).where(CertificateRow.failure_count > 0)):
+                latest_failed = (
+                    select(RevisionRow.certificate_id, func.max(RevisionRow.number).label("number"))
+                    .where(RevisionRow.state == RevisionState.FAILED.value)
+                    .group_by(RevisionRow.certificate_id)
+                    .subquery()
+                )
+                failed_rows = session.execute(
+                    select(RevisionRow.certificate_id, RevisionRow.names, RevisionRow.key_type, RevisionRow.issuer)
+                    .join(
+                        latest_failed,
+                        (latest_failed.c.certificate_id == RevisionRow.certificate_id)
+                        & (latest_failed.c.number == RevisionRow.number),
+                    )
+                )
+                failing = {cid: (tuple(n), kt, iss) for cid, n, kt, iss in failed_rows}
             result = []
             for cert, number, names, key_type, issuer, serial, fp, nb, na, rt in session.execute(query):
                 result.append(
@@ -238,6 +258,7 @@ class Repository:
                         revision=number, revision_names=tuple(names) if names is not None else None,
                         revision_key_type=key_type, revision_issuer=issuer, serial=serial, fingerprint=fp,
                         not_before=nb, not_after=na, renewal_time=rt,
+                        last_failure_spec=failing.get(cert.id) if cert.failure_count else None,
                     )
                 )
             return result
@@ -312,7 +333,7 @@ class Repository:
         """Take (or extend) the row lease on a certificate; False if someone else holds it."""
         now = self.clock.now()
         with self.session() as session:
-            result = session.execute(
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(CertificateRow)
                 .where(
                     CertificateRow.id == cert_id,
@@ -338,12 +359,12 @@ class Repository:
         """Take or renew a named lease (e.g. "issuer"); atomic on SQLite and PostgreSQL."""
         now = self.clock.now()
         with self.session() as session:
-            taken = session.execute(
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(LeaseRow)
                 .where(LeaseRow.name == name, or_(LeaseRow.holder == holder, LeaseRow.expires_at < now))
                 .values(holder=holder, expires_at=now + ttl)
-            ).rowcount
-            if taken:
+            )
+            if result.rowcount:
                 return True
             if session.get(LeaseRow, name) is not None:
                 return False
