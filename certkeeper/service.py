@@ -630,6 +630,35 @@ class Service:
             details={"format": fmt, "encryption": encryption if fmt == "pfx" else ""},
         )
 
+    def clear_rejection(self, cert_id: str) -> None:
+        """An operator's --force: allow automatic retries again after a permanent refusal."""
+        with self.repository.session() as session:
+            cert = self.repository.get_certificate(session, cert_id)
+            cert.rejected, cert.next_attempt_at = False, None
+
+    def revoke(self, cert_id: str, reason: str) -> str:
+        """Revoke the current revision at its CA; returns the serial."""
+        from certkeeper.errors import ConfigError
+        from certkeeper.issuers import SupportsRevoke
+
+        reasons = {"unspecified": 0, "keyCompromise": 1, "affiliationChanged": 3, "superseded": 4,
+                   "cessationOfOperation": 5}
+        bundle = self.bundle(cert_id)
+        with self.repository.session() as session:
+            cert = self.repository.get_certificate(session, cert_id)
+            issuer_name = cert.issuer
+        issuer = self.issuer(issuer_name)
+        if not isinstance(issuer, SupportsRevoke):
+            raise ConfigError(f"issuer {issuer_name!r} cannot revoke certificates")
+        issuer.revoke(bundle.cert_pem, bundle.key_pem, reasons[reason])
+        with self.repository.session() as session:
+            row = self.repository.current_revision(session, cert_id)
+            assert row is not None
+            row.revoked_at, row.revocation_reason = self.clock.now(), reason
+            self.repository.record_event("revoked", f"revision {row.number} revoked ({reason})",
+                                         certificate_id=cert_id, revision_id=row.id, node=self.node, session=session)
+        return bundle.serial
+
     def remove(self, cert_id: str) -> None:
         self.repository.delete_certificate(cert_id)
         self.repository.record_event(
