@@ -204,9 +204,21 @@ class Service:
 
     def sync_config(self) -> list[str]:
         """Put every ``[[certificates]]`` of the config under management (or update its spec)."""
+        from certkeeper.errors import InvalidName, InvalidNames
+
         ids = []
-        for cert in self.config.settings.certificates:
-            names = self._plan_names(cert.names, cert.issuer)
+        for index, cert in enumerate(self.config.settings.certificates):
+            try:
+                names = self._plan_names(cert.names, cert.issuer)
+            except InvalidName as exc:
+                errors = exc.errors if isinstance(exc, InvalidNames) else (exc,)
+                parts = []
+                for error in errors:
+                    where = f"certificates[{index}].names"
+                    if error.name in cert.names:
+                        where += f"[{cert.names.index(error.name)}]"
+                    parts.append(f"{where}: {error}")
+                raise ConfigError("; ".join(parts)) from exc
             renew_before = int(cert.renew_before_days * 86400) if cert.renew_before_days else None
             bindings = [binding.model_dump(exclude_none=True) for binding in cert.bindings]
             self.repository.upsert_certificate(
