@@ -151,7 +151,7 @@ def test_pending_then_approved_through_the_checkpoint(certsrv: CertsrvDouble, co
     clock.advance(timedelta(minutes=15))
     with pytest.raises(IssuancePending):
         issuer.issue(request_for(csr_pem, checkpoint=checkpoints.last))
-    assert len(certsrv.submissions) == 1
+    assert len(certsrv.submissions) == 1 and certsrv.polls == [record.request_id]
 
     certsrv.approve(record.request_id)
     # a new issuer instance, as after a daemon restart, continues from the stored checkpoint
