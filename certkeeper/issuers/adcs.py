@@ -67,7 +67,7 @@ USER_AGENT = "Mozilla/5.0 (compatible; certkeeper; AD CS web enrollment)"
 _CLIENT_EKUS = {
     ExtendedKeyUsageOID.CLIENT_AUTH: "client authentication",
     ExtendedKeyUsageOID.SMARTCARD_LOGON: "smart card logon",
-    ExtendedKeyUsageOID.KERBEROS_PKINIT_KDC: "Kerberos PKINIT",
+    ExtendedKeyUsageOID.KERBEROS_PKINIT_KDC: "Kerberos KDC authentication",
     x509.ObjectIdentifier("1.3.6.1.5.2.3.4"): "PKINIT client authentication",
     ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "any purpose",
 }
@@ -347,7 +347,9 @@ class AdcsIssuer:
     def _session(self) -> Iterator[requests.Session]:
         options = self.options
         session = requests.Session()
-        # proxies may come from the environment; trust comes only from ca_bundle or the system
+        # Trust and credentials come from this table only: no $REQUESTS_CA_BUNDLE, no ~/.netrc
+        # (which would add Basic credentials to a client-certificate session), no proxy variables.
+        session.trust_env = False
         session.headers["User-Agent"] = USER_AGENT
         if options.auth == "basic":
             session.auth = (options.username or "", self._password() or "")
@@ -363,7 +365,7 @@ class AdcsIssuer:
 
     @property
     def _verify(self) -> str | bool:
-        # Passed on every call: requests would otherwise prefer $REQUESTS_CA_BUNDLE.
+        # Passed on every call, never left to requests' defaults (certifi, $REQUESTS_CA_BUNDLE).
         if self.options.ca_bundle is not None:
             return str(self.options.ca_bundle)
         import ssl
