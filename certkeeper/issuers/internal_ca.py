@@ -166,6 +166,12 @@ class InternalCA:
 
     # -- issuing ----------------------------------------------------------------------------------
 
+    def permits(self, name: str) -> bool:
+        """Whether ``name`` is inside the configured name constraints (always, without any)."""
+        subtrees = self.options.name_constraints
+        bare = name.removeprefix("*.")
+        return not subtrees or any(bare == tree or bare.endswith("." + tree) for tree in subtrees)
+
     def issue(self, request: IssueRequest) -> IssueResult:
         """Sign the request's CSR for exactly ``request.names``.
 
@@ -186,6 +192,14 @@ class InternalCA:
                 f"issuer {self.name!r}: the CSR's names {sorted(csr_names(csr))} differ from the "
                 f"requested names {sorted(request.names)}",
                 problem="badCSR",
+            )
+        outside = [name for name in request.names if not self.permits(name)]
+        if outside:
+            raise IssuanceRejected(
+                f"issuer {self.name!r}: {', '.join(outside)} outside the CA's name constraints "
+                f"({', '.join(self.options.name_constraints)})",
+                problem="rejectedIdentifier",
+                name=outside[0],
             )
         public_key = _leaf_key(csr.public_key(), self.name)
         now = self.clock.now()

@@ -24,6 +24,8 @@ _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)\n?-----END ([A-Z0-9 ]+)-----", re.DOTALL)
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"ENCRYPTED PRIVATE KEY"}
+#: blocks that may sit beside certificates and keys (``openssl ecparam -genkey`` writes EC PARAMETERS)
+_HARMLESS_LABELS = {b"EC PARAMETERS"}
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,12 @@ def is_pem(data: bytes) -> bool:
 def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
     """All certificates in ``data``: PEM with one or more CERTIFICATE blocks, or one DER certificate.
 
-    Other PEM blocks (keys, parameters) are ignored here; see :func:`split_bundle`.
+    Private key and EC PARAMETERS blocks are skipped here (see :func:`split_bundle`); any other
+    label is refused, so a mistyped header never silently drops a certificate from a chain.
 
     Raises:
-        InputError: naming ``what``: empty, truncated, garbage, no CERTIFICATE block, or a block
-            whose content is not a certificate.
+        InputError: naming ``what``: empty, truncated, garbage, an unexpected label, no CERTIFICATE
+            block, or a block whose content is not a certificate.
     """
     if not data.strip():
         raise InputError(f"{what}: empty file")
@@ -75,8 +78,11 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
     blocks = pem_blocks(data, what=what)
     certs = []
     for index, block in enumerate(blocks, start=1):
-        if block.label.encode() not in _CERT_LABELS:
+        label = block.label.encode()
+        if label in _KEY_LABELS or label in _HARMLESS_LABELS:
             continue
+        if label not in _CERT_LABELS:
+            raise InputError(f"{what}: PEM block {index} has an unexpected label 'BEGIN {block.label}'")
         try:
             certs.append(x509.load_pem_x509_certificate(block.pem))
         except ValueError:
