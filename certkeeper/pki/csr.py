@@ -50,7 +50,8 @@ def load_csr(pem: bytes, *, what: str = "CSR") -> x509.CertificateSigningRequest
     Raises:
         InputError: naming ``what`` when it cannot be parsed.
     """
-    data = pem.replace(b"\r\n", b"\n").strip()
+    # normalise line endings only for PEM text: DER is binary and may contain any byte
+    data = pem.replace(b"\r\n", b"\n").strip() if pem.lstrip().startswith(b"-----BEGIN") else pem
     try:
         if data.startswith(b"-----BEGIN"):
             return x509.load_pem_x509_csr(data + b"\n")

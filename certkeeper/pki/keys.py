@@ -45,7 +45,8 @@ def load_private_key(pem: bytes, *, what: str = "private key") -> PrivateKey:
         InputError: naming ``what``, when the bytes are not such a key, the key is encrypted, or it
             is of a kind a TLS server certificate cannot use. The message never includes the bytes.
     """
-    data = pem.replace(b"\r\n", b"\n").strip()
+    # normalise line endings only for PEM text: DER is binary and may contain any byte
+    data = pem.replace(b"\r\n", b"\n").strip() if pem.lstrip().startswith(b"-----BEGIN") else pem
     if b"ENCRYPTED PRIVATE KEY" in data or b"Proc-Type: 4,ENCRYPTED" in data:
         raise InputError(f"{what}: the private key is encrypted; decrypt it first (or import a PFX)")
     try:
