@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,52 @@ def test_messages_never_contain_key_material(issued: Issued, stranger: Issued) -
             split_bundle(data, what="b.pem")
         assert body not in str(info.value)
     assert private_key_pem(issued.key) == issued.key_pem
+
+
+def test_load_pfx_refuses_absurd_iteration_counts_before_deriving(issued: Issued) -> None:
+    from cryptography.hazmat import asn1
+
+    from certkeeper.pki import pkcs12_cost
+
+    pfx = build_pfx(
+        issued.key_pem, issued.cert_pem, b"", password=b"pw", encryption="aes256", friendly_name=None
+    )
+    assert pkcs12_cost.iteration_counts(pfx) == [2048, 20000, 20000]
+    parsed = asn1.decode_der(pkcs12_cost._Pfx, pfx)
+    assert parsed.mac_data is not None
+    hostile_mac = pkcs12_cost._MacData(
+        mac=parsed.mac_data.mac, mac_salt=parsed.mac_data.mac_salt, iterations=2**31 - 1
+    )
+    hostile = asn1.encode_der(pkcs12_cost._Pfx(version=3, auth_safe=parsed.auth_safe, mac_data=hostile_mac))
+    started = time.monotonic()
+    with pytest.raises(
+        InputError, match=r"^h\.pfx: the PFX asks for 2,147,483,647 key-derivation iterations"
+    ):
+        load_pfx(hostile, b"pw", what="h.pfx")
+    assert time.monotonic() - started < 1  # OpenSSL would need minutes
+    # the limits are parameters; the same file within them opens
+    with pytest.raises(InputError, match="key-derivation iterations"):
+        load_pfx(pfx, b"pw", what="p.pfx", max_iterations=10_000)
+    with pytest.raises(InputError, match="key-derivation iterations"):
+        load_pfx(pfx, b"pw", what="p.pfx", max_total_iterations=40_000)
+    assert load_pfx(pfx, b"pw", what="p.pfx", max_iterations=20_000)[1] == issued.cert
+
+
+def test_iteration_counts_of_legacy_and_openssl_files(issued: Issued, tmp_path: Path) -> None:
+    from certkeeper.pki.pkcs12_cost import iteration_counts
+
+    legacy = build_pfx(
+        issued.key_pem, issued.cert_pem, b"", password=b"pw", encryption="legacy", friendly_name=None
+    )
+    assert iteration_counts(legacy) == [2048, 20000, 20000]
+    (tmp_path / "key.pem").write_bytes(issued.key_pem)
+    (tmp_path / "cert.pem").write_bytes(issued.cert_pem)
+    subprocess.run(
+        ["openssl", "pkcs12", "-export", "-inkey", str(tmp_path / "key.pem"),
+         "-in", str(tmp_path / "cert.pem"), "-out", str(tmp_path / "o.pfx"), "-passout", "pass:x",
+         "-iter", "4096"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    # -iter sets the MAC count too
+    assert iteration_counts((tmp_path / "o.pfx").read_bytes()) == [4096, 4096, 4096]
+    assert iteration_counts(b"garbage") is None
