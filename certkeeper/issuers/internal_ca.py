@@ -116,7 +116,7 @@ class InternalCA:
             InputError: the CA exists and ``force`` is false (a new root means every client must
                 trust it again).
         """
-        if self.is_initialized() and not force:
+        if self.state.get(ROOT_CERT) is not None and not force:
             raise InputError(
                 f"issuer {self.name!r}: the CA already exists; re-creating it replaces the root every "
                 "client trusts (use force to do it anyway)"
@@ -269,7 +269,13 @@ class InternalCA:
     # -- internals --------------------------------------------------------------------------------
 
     def _ensure(self) -> None:
-        if not self.is_initialized():
+        if self.is_initialized():
+            return
+        if self.state.get(ROOT_CERT) is not None and self.state.get(ROOT_KEY) is not None:
+            # never replace a root clients already trust just because the intermediate is missing
+            log.info("issuer %s: issuing CA missing, re-creating it under the existing root", self.name)
+            self.rotate_intermediate()
+        else:
             log.info("issuer %s: no CA yet, creating one", self.name)
             self.initialize()
 

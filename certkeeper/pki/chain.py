@@ -107,7 +107,7 @@ def verify_chain(
     )
     try:
         return verifier.verify(leaf, list(intermediates))
-    except verification.VerificationError as exc:
+    except (verification.VerificationError, ValueError) as exc:
         raise error(f"chain does not verify for {name}: {exc}") from None
 
 

@@ -242,9 +242,10 @@ def load_pfx(
     try:
         loaded = pkcs12.load_pkcs12(data, password)
     except ValueError as exc:
-        # cryptography says "Invalid password or PKCS12 data" once the structure parsed but the MAC
-        # or decryption failed, and "Could not deserialize PKCS12 data" for a broken structure.
-        if "password" in str(exc).lower():
+        # The structure parsed (we read its iteration counts, or cryptography says "Invalid password
+        # or PKCS12 data" rather than "Could not deserialize PKCS12 data"): the MAC or the
+        # decryption failed, which almost always means the password is wrong.
+        if counts is not None or "password" in str(exc).lower():
             raise InputError(f"{what}: wrong PFX password (or the file is damaged inside)") from None
         raise InputError(f"{what}: not a PFX/PKCS#12 file, or it is truncated or corrupt") from None
     except Exception as exc:  # noqa: BLE001 - UnsupportedAlgorithm (e.g. RC2 without legacy provider)

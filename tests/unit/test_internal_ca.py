@@ -351,3 +351,18 @@ def test_state_round_trips_through_a_second_instance(tmp_path: Path) -> None:
 def test_options_are_validated_with_the_key_path(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         make_ca(options)
+
+
+def test_a_missing_intermediate_is_recreated_under_the_same_root() -> None:
+    state = MemoryState()
+    ca = make_ca(state=state)
+    first = issue(ca, NAMES)
+    state.delete(INTERMEDIATE_CERT)
+    state.delete(INTERMEDIATE_KEY)
+    assert not ca.is_initialized()
+    with pytest.raises(InputError, match="the CA already exists"):
+        ca.initialize()  # the root is still there
+    second = issue(ca, NAMES)
+    assert second.root_pem == first.root_pem
+    assert second.chain_pem != first.chain_pem
+    verify_chain(second.cert, [second.intermediate], [first.root], at=NOW)
