@@ -228,8 +228,8 @@ def load_pfx(
             iteration counts.
 
     The PBKDF/MAC iteration counts are read first (:mod:`certkeeper.pki.pkcs12_cost`) so a file
-    declaring billions of iterations is refused before OpenSSL spends minutes deriving keys. With
-    cryptography < 47 the counts cannot be read and are not capped.
+    declaring billions of iterations is refused before OpenSSL spends minutes deriving keys. On a
+    cryptography without ``cryptography.hazmat.asn1`` the counts cannot be read and are not capped.
     """
     if not data:
         raise InputError(f"{what}: empty file")

@@ -3,7 +3,7 @@
 pyca/cryptography opens PKCS#12 through OpenSSL, which runs whatever PBKDF/MAC iteration counts
 the file declares: a hostile or odd file with 2^31 iterations ties up a CPU for many minutes.
 This module reads the counts (MAC, each encrypted-data and each shrouded-key-bag algorithm)
-with cryptography's declarative ASN.1 decoder (``cryptography.hazmat.asn1``, cryptography >= 47)
+with cryptography's declarative ASN.1 decoder (``cryptography.hazmat.asn1``, present in cryptography 50)
 so the caller can refuse before any derivation runs. It never decrypts anything.
 
 Structures: RFC 7292 §4 (PFX, MacData, AuthenticatedSafe, SafeBag), RFC 8018 §6.1 / A.2-A.3
@@ -18,7 +18,7 @@ from cryptography import x509
 
 try:
     from cryptography.hazmat import asn1
-except ImportError:  # cryptography < 47: no declarative ASN.1; the counts cannot be read
+except ImportError:  # older cryptography: no declarative ASN.1; the counts cannot be read
     asn1 = None  # type: ignore[assignment]
 
 _DATA = "1.2.840.113549.1.7.1"
