@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
@@ -21,12 +19,6 @@ from tests.fixtures.certsrv import CertsrvDouble
 from tests.fixtures.core import REPO_ROOT, free_port, run_cli
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("certkeeper.service") is None or importlib.util.find_spec("certkeeper.pki") is None,
-    reason="needs certkeeper.service and certkeeper.pki (not merged into this branch yet)",
-)
-
 
 def write_config(home: Path, double: CertsrvDouble, **extra: Any) -> None:
     options = double.options(**extra)
