@@ -260,6 +260,28 @@ def test_unreachable_ca_is_retryable(context: PluginContext, tmp_path: Path) -> 
     assert failed.value.retryable and not isinstance(failed.value, IssuanceRejected)
 
 
+def test_server_error_is_retryable(certsrv: CertsrvDouble, context: PluginContext) -> None:
+    certsrv.unavailable["certfnsh.asp"] = 1
+    with pytest.raises(IssuanceError, match="503") as failed:
+        issuer_for(certsrv, context).issue(request_for(make_csr()[0]))
+    assert failed.value.retryable and not isinstance(failed.value, IssuanceRejected)
+    assert certsrv.submissions == []
+
+
+def test_download_failure_after_issuance_polls_instead_of_resubmitting(certsrv: CertsrvDouble,
+                                                                      context: PluginContext) -> None:
+    certsrv.unavailable["certnew.cer"] = 1
+    issuer = issuer_for(certsrv, context)
+    csr_pem, _ = make_csr()
+    checkpoints = Checkpoints()
+    with pytest.raises(IssuanceError, match="503"):
+        issuer.issue(request_for(csr_pem, checkpoints))
+    assert checkpoints.last is not None
+    result = issuer.issue(request_for(csr_pem, checkpoint=checkpoints.last))
+    assert len(certsrv.submissions) == 1
+    verify_chain(result.cert_pem, result.chain_pem, certsrv.ca.root_pem, NAMES[0])
+
+
 def test_san_mismatch_warns(certsrv: CertsrvDouble, context: PluginContext,
                             caplog: pytest.LogCaptureFixture) -> None:
     issuer = issuer_for(certsrv, context, template="ADSubject")
