@@ -157,3 +157,15 @@ def test_daemon_restart_keeps_waiting_for_approval_then_completes(home: Path, ce
     leaf = x509.load_pem_x509_certificates(shown.stdout.encode())[0]
     assert leaf == double.requests[record.request_id].cert
     stored_chain_verifies("exchange", double)
+
+
+def test_template_that_ignores_the_csr_names_stores_nothing(home: Path, certsrv_factory: Any) -> None:
+    double: CertsrvDouble = certsrv_factory("basic")
+    write_config(home, double, template="ADSubject")
+
+    done = run_cli("-v", "issue", *NAMES, "--issuer", "corp")
+
+    assert done.returncode == 1
+    assert "ignored the CSR's names" in done.stderr and "ADSubject" in done.stderr
+    assert "other names" in done.stderr
+    assert run_cli("show", "mail.contoso.com", "--pem").returncode == 1
