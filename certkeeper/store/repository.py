@@ -354,7 +354,10 @@ class Repository:
                 )
                 .values(lease_holder=holder, lease_expires_at=now + ttl)
             )
-            return bool(result.rowcount)
+            if result.rowcount:
+                return True
+            self.get_certificate(session, cert_id)  # NotFound for an unknown id, not "someone holds it"
+            return False
 
     def release_certificate_lease(self, cert_id: str, holder: str) -> None:
         with self.session() as session:
