@@ -496,8 +496,11 @@ class Service:
         now = self.clock.now()
         with self.repository.session() as session:
             revision = self.repository.revision(session, revision_id)
-            revision.state = RevisionState.FAILED.value
             revision.error = str(exc)
+            # a retryable failure after the CA accepted the request (an ACME order, an AD CS request ID)
+            # keeps the revision pending: the next attempt resumes it instead of asking the CA again
+            resumable = exc.retryable and bool(revision.checkpoint)
+            revision.state = RevisionState.PENDING.value if resumable else RevisionState.FAILED.value
             cert = self.repository.get_certificate(session, cert_id)
             cert.failure_count += 1
             cert.last_failure_at = now
