@@ -1,0 +1,395 @@
+"""What the HTTP notifiers (Slack, generic webhook, Teams) share: the URL policy and one POST.
+
+A webhook URL is a bearer secret and a server-side request forgery (SSRF) vector at once
+(reference/reliability.md §4.4, §4.5), so every request made here:
+
+- takes its URL from a secret reference (``env:``, ``file:``, ``secret:``), resolved at send time;
+  a literal URL in the config still works but is logged as a warning (which names no URL);
+- is ``https`` unless the notifier sets ``allow_http = true``;
+- resolves the host itself and refuses loopback, private, link-local (cloud metadata
+  ``169.254.169.254``), shared, reserved, multicast and unspecified addresses, IPv6 and
+  IPv4-mapped forms included, unless the notifier allows them (``allow_private = true`` or
+  ``allow_networks = ["10.0.0.0/8"]``);
+- connects to the very address it checked (the connection is pinned, so a DNS answer that
+  changes between the check and the connect - "DNS rebinding" - cannot steer it elsewhere), while
+  the TLS SNI, the certificate hostname check and the ``Host`` header still use the URL's name;
+- never follows redirects: a 3xx answer is an error;
+- never puts the URL in a log line or an exception: messages say "the Slack webhook for
+  notifier 'ops'".
+
+Residual risks, said plainly: the check trusts the resolver's answer at send time (a name that
+legitimately resolves to a public address is allowed, whoever controls it); HTTP(S) proxies from
+the environment are not used (the connection is direct, which is what makes pinning possible).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from certkeeper.clock import Clock
+from certkeeper.errors import CertkeeperError, ConfigError, NotifyError
+from certkeeper.plugins import PluginContext
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIXES = ("env:", "file:", "secret:")
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 20.0
+USER_AGENT = "certkeeper-notifier/1"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Addresses the ipaddress flags do not all cover: CGNAT shared space (RFC 6598), benchmarking
+# (RFC 2544), 6to4/Teredo/NAT64 which can wrap a private IPv4 address.
+_EXTRA_BLOCKED: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("100.64.0.0/10"),
+    ipaddress.ip_network("198.18.0.0/15"),
+    ipaddress.ip_network("192.0.0.0/24"),
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("2002::/16"),
+    ipaddress.ip_network("2001::/32"),
+)
+
+
+class HttpTargetOptions(BaseModel):
+    """Options every HTTP notifier takes besides its URL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: allow a plain-http URL (an internal receiver without TLS)
+    allow_http: bool = False
+    #: allow any non-public address (loopback, RFC 1918, link-local, ...)
+    allow_private: bool = False
+    #: allow these networks only, e.g. ["10.20.0.0/16", "fd00::/8"]
+    allow_networks: tuple[str, ...] = ()
+    #: PEM bundle of CAs to trust for the receiver (default: the system store)
+    ca_file: str | None = None
+    timeout: float = Field(default=READ_TIMEOUT, gt=0, le=120)
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (write e.g. 10.0.0.0/8)") from None
+        return value
+
+
+def is_secret_reference(value: str) -> bool:
+    return value.startswith(SECRET_PREFIXES)
+
+
+class SecretValue:
+    """A secret option: a reference resolved at use time, or a literal. ``repr`` never shows it."""
+
+    def __init__(self, value: str, context: PluginContext) -> None:
+        self._value = value
+        self._context = context
+
+    @property
+    def is_reference(self) -> bool:
+        return is_secret_reference(self._value)
+
+    def get(self) -> str:
+        if self.is_reference:
+            return self._context.resolve_secret(self._value)
+        return self._value
+
+    def __repr__(self) -> str:
+        kind = self._value.split(":", 1)[0] + ":..." if self.is_reference else "literal"
+        return f"SecretValue({kind})"
+
+    __str__ = __repr__
+
+
+def secret_option(value: str, context: PluginContext, *, where: str, key: str) -> SecretValue:
+    """Wrap a secret option; warn (naming the option, not the value) when it is given literally."""
+    secret = SecretValue(value, context)
+    if not secret.is_reference:
+        log.warning(
+            "%s.%s is written literally in the config; store it with 'certkeeper secret set NAME' "
+            "and write %s = \"secret:NAME\" (or env:VAR / file:PATH) instead",
+            where, key, key,
+        )
+    return secret
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect (``address``) and what to call it (``host``)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+class UrlPolicy:
+    """Decides whether a webhook URL may be called, and where exactly to connect.
+
+    ``what`` names the endpoint in messages ("the Slack webhook for notifier 'ops'"); the URL and
+    the address it resolves to never appear in them.
+    """
+
+    def __init__(self, options: HttpTargetOptions, what: str) -> None:
+        self.options = options
+        self.what = what
+        self.allowed_networks: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(network, strict=False) for network in options.allow_networks
+        )
+
+    def parse(self, url: str) -> tuple[str, str, int, str]:
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+        except ValueError:
+            raise NotifyError(f"{self.what} is not a valid URL", retryable=False) from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("https", "http") or not parts.hostname:
+            raise NotifyError(f"{self.what} is not an http(s) URL", retryable=False)
+        if scheme == "http" and not self.options.allow_http:
+            raise NotifyError(
+                f"{self.what} is plain http; use https or set allow_http = true", retryable=False
+            )
+        if parts.username or parts.password:
+            raise NotifyError(f"{self.what} carries credentials in the URL; refused", retryable=False)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        return scheme, parts.hostname, port or (443 if scheme == "https" else 80), path
+
+    def check_address(self, address: IPAddress) -> str | None:
+        """Why ``address`` is refused, or None when it may be called."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in self.allowed_networks if network.version == address.version):
+            return None
+        if address.is_loopback:
+            reason = "a loopback address"
+        elif address.is_link_local:
+            reason = "a link-local address (cloud metadata lives there)"
+        elif address.is_multicast:
+            reason = "a multicast address"
+        elif address.is_unspecified:
+            reason = "an unspecified address"
+        elif address.is_private or any(
+            address in network for network in _EXTRA_BLOCKED if network.version == address.version
+        ):
+            reason = "a private address"
+        elif address.is_reserved or not address.is_global:
+            reason = "a reserved address"
+        else:
+            return None
+        if self.options.allow_private:
+            return None
+        return reason
+
+    def resolve(self, url: str) -> Target:
+        """Parse, resolve and check ``url``; every address the name resolves to must pass."""
+        scheme, host, port, path = self.parse(url)
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses: list[IPAddress] = [literal]
+        else:
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+            except (socket.gaierror, UnicodeError):
+                raise NotifyError(f"the host name of {self.what} does not resolve") from None
+            addresses = []
+            for info in infos:
+                address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+                if address not in addresses:
+                    addresses.append(address)
+            if not addresses:
+                raise NotifyError(f"the host name of {self.what} does not resolve")
+        # All must pass: a name that resolves to one public and one private address could be
+        # steered to the private one by whoever controls its DNS.
+        for address in addresses:
+            reason = self.check_address(address)
+            if reason is not None:
+                raise NotifyError(
+                    f"{self.what} resolves to {reason}; refused (allow it with "
+                    "allow_networks = [\"CIDR\"] or allow_private = true)",
+                    retryable=False,
+                )
+        return Target(scheme=scheme, host=host, port=port, path=path, address=str(addresses[0]))
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def post_json(
+    policy: UrlPolicy,
+    url: str,
+    payload: Mapping[str, Any] | Sequence[Any] | bytes,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """POST ``payload`` (JSON, or bytes already encoded) to ``url`` under ``policy``.
+
+    Connects to the checked address only, follows no redirect and retries nothing (the outbox
+    retries). Raises NotifyError on a refused URL or a network failure; the caller judges status
+    codes (see :func:`raise_for_status`).
+    """
+    target = policy.resolve(url)
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request_headers = {
+        "Host": target.host_header,
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": USER_AGENT,
+        "Accept": "*/*",
+    }
+    request_headers.update(headers or {})
+    timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=policy.options.timeout)
+    pool: urllib3.HTTPConnectionPool
+    if target.scheme == "https":
+        try:
+            context = ssl.create_default_context(cafile=policy.options.ca_file)
+        except (OSError, ssl.SSLError):
+            raise NotifyError(f"the ca_file of {policy.what} cannot be read", retryable=False) from None
+        pool = urllib3.HTTPSConnectionPool(
+            target.address,
+            target.port,
+            timeout=timeout,
+            retries=False,
+            ssl_context=context,
+            server_hostname=target.host,
+            assert_hostname=target.host,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=timeout, retries=False)
+    try:
+        response = pool.urlopen(
+            "POST",
+            target.path,
+            body=body,
+            headers=request_headers,
+            redirect=False,
+            retries=False,
+            assert_same_host=False,
+            preload_content=True,
+        )
+    except urllib3.exceptions.SSLError:
+        # Retryable: the receiver may be mid-way through its own certificate renewal.
+        raise NotifyError(f"the TLS handshake with {policy.what} failed (untrusted or wrong certificate)") \
+            from None
+    except urllib3.exceptions.HTTPError:
+        # One message for refused, unreachable and timed out, so a test send says nothing about
+        # which ports are open where (reference/reliability.md §4.5).
+        raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
+    finally:
+        pool.close()
+    return Response(
+        status=response.status,
+        headers={key.lower(): value for key, value in response.headers.items()},
+        body=response.data or b"",
+    )
+
+
+def parse_retry_after(value: str | None, clock: Clock) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when: datetime = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - clock.now()).total_seconds())
+
+
+def raise_for_status(response: Response, what: str, clock: Clock) -> None:
+    """Turn a non-2xx answer into NotifyError: 429 waits for Retry-After, 5xx and 408 retry,
+    3xx (never followed) and other 4xx are permanent."""
+    status = response.status
+    if 200 <= status < 300:
+        return
+    if 300 <= status < 400:
+        raise NotifyError(
+            f"{what} answered with a redirect (HTTP {status}); redirects are not followed", retryable=False
+        )
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"), clock)
+        raise NotifyError(f"{what} is rate limiting us (HTTP 429)", retryable=True, retry_after=retry_after)
+    if status >= 500 or status == 408:
+        retry_after = parse_retry_after(response.headers.get("retry-after"), clock)
+        raise NotifyError(f"{what} failed (HTTP {status})", retryable=True, retry_after=retry_after)
+    reason = _short_reason(response.body)
+    suffix = f": {reason}" if reason else ""
+    raise NotifyError(f"{what} refused the message (HTTP {status}){suffix}", retryable=False)
+
+
+def _short_reason(body: bytes) -> str:
+    """A short, printable error word from the body (Slack answers e.g. ``invalid_payload``)."""
+    text = body[:200].decode("utf-8", "replace").strip()
+    if not text or len(text) > 80 or not all(ch.isalnum() or ch in "_-. " for ch in text):
+        return ""
+    return text
+
+
+class WebhookSender:
+    """One HTTP notifier's endpoint: its secret URL, its policy, and a checked POST."""
+
+    def __init__(self, url: SecretValue, policy: UrlPolicy, clock: Clock) -> None:
+        self.url = url
+        self.policy = policy
+        self.clock = clock
+
+    @property
+    def what(self) -> str:
+        return self.policy.what
+
+    def post(self, payload: Mapping[str, Any] | bytes, headers: Mapping[str, str] | None = None) -> Response:
+        try:
+            url = self.url.get()
+        except CertkeeperError as exc:
+            # The reference (not the value) may be named: "environment variable X is not set".
+            raise NotifyError(f"the URL of {self.what} cannot be read: {exc}") from None
+        response = post_json(self.policy, url, payload, headers=headers)
+        raise_for_status(response, self.what, self.clock)
+        return response
+
+
+def check_literal_url(url: SecretValue, policy: UrlPolicy, where: str) -> None:
+    """Refuse a literal URL that can never work (not http(s), http without allow_http) at load time."""
+    if url.is_reference:
+        return
+    try:
+        policy.parse(url.get())
+    except NotifyError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
