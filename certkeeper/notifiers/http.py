@@ -29,7 +29,9 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -44,6 +46,47 @@ from certkeeper.errors import CertkeeperError, ConfigError, NotifyError
 from certkeeper.plugins import PluginContext
 
 log = logging.getLogger(__name__)
+
+
+class _HideWebhookPaths(logging.Filter):
+    """Masks the path of an in-flight webhook request in urllib3's DEBUG request line.
+
+    A Slack or Teams webhook URL carries its secret in the path, and urllib3 logs
+    ``"POST /services/T.../B.../... HTTP/1.1" 200`` at DEBUG; that line must not leak it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: set[str] = set()
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self.lock:
+            paths = list(self.paths)
+        if paths:
+            message = record.getMessage()
+            cleaned = message
+            for path in paths:
+                if len(path) < 2:
+                    continue
+                cleaned = cleaned.replace(path, "<webhook path hidden>")
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return True
+
+    @contextmanager
+    def hiding(self, path: str) -> Iterator[None]:
+        with self.lock:
+            self.paths.add(path)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.paths.discard(path)
+
+
+_HIDE_PATHS = _HideWebhookPaths()
+logging.getLogger("urllib3.connectionpool").addFilter(_HIDE_PATHS)
 
 SECRET_PREFIXES = ("env:", "file:", "secret:")
 CONNECT_TIMEOUT = 10.0
@@ -290,16 +333,17 @@ def post_json(
     else:
         pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=timeout, retries=False)
     try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers=request_headers,
-            redirect=False,
-            retries=False,
-            assert_same_host=False,
-            preload_content=True,
-        )
+        with _HIDE_PATHS.hiding(target.path):
+            response = pool.urlopen(
+                "POST",
+                target.path,
+                body=body,
+                headers=request_headers,
+                redirect=False,
+                retries=False,
+                assert_same_host=False,
+                preload_content=True,
+            )
     except urllib3.exceptions.SSLError:
         # Retryable: the receiver may be mid-way through its own certificate renewal.
         raise NotifyError(f"the TLS handshake with {policy.what} failed (untrusted or wrong certificate)") \
