@@ -162,10 +162,15 @@ class SecretValue:
     __str__ = __repr__
 
 
+_WARNED_LITERAL: set[tuple[str, str]] = set()
+
+
 def secret_option(value: str, context: PluginContext, *, where: str, key: str) -> SecretValue:
     """Wrap a secret option; warn (naming the option, not the value) when it is given literally."""
     secret = SecretValue(value, context)
-    if not secret.is_reference:
+    if not secret.is_reference and (where, key) not in _WARNED_LITERAL:
+        # Once per process: the daemon rebuilds notifiers on every delivery run.
+        _WARNED_LITERAL.add((where, key))
         log.warning(
             "%s.%s is written literally in the config; store it with 'certkeeper secret set NAME' "
             "and write %s = \"secret:NAME\" (or env:VAR / file:PATH) instead",

@@ -346,8 +346,11 @@ def test_secrets_never_in_logs_or_errors(http_stub: HttpStub, clock: FrozenClock
     caplog.set_level(logging.DEBUG)
     literal = http_stub.url("/literal") + f"?canary={SLACK_CANARY}"
     ctx = context(clock, tmp_path)
-    notifier = SlackNotifier.from_options("ops", {"webhook_url": literal, **LOOPBACK}, ctx)
-    assert "written literally" in caplog.text  # warned, naming the option only
+    notifier = SlackNotifier.from_options("literal-ops", {"webhook_url": literal, **LOOPBACK}, ctx)
+    # warned (once per process), naming the option only
+    assert "notifiers.literal-ops.webhook_url is written literally" in caplog.text
+    SlackNotifier.from_options("literal-ops", {"webhook_url": literal, **LOOPBACK}, ctx)
+    assert caplog.text.count("written literally") == 1
     messages = []
     for reply in (Reply(500), Reply(429, {"Retry-After": "1"}), Reply(302, {"Location": "/x"}), Reply(403)):
         http_stub.script("/literal", reply)
