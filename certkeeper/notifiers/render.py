@@ -55,13 +55,14 @@ def when(value: datetime | None) -> str:
 
 def facts(event: Event) -> list[tuple[str, str]]:
     """(label, value) pairs in display order; details follow the fixed fields."""
-    rows = [
-        ("Certificate", event.certificate_id or "-"),
-        ("Event", kind_label(event)),
-        ("Days left", days_left_text(event.days_left)),
-        ("Names", ", ".join(event.names) or "-"),
-        ("Not after", when(event.not_after)),
-    ]
+    rows = [("Certificate", event.certificate_id or "-"), ("Event", kind_label(event))]
+    # Digest and test events have no certificate facts: leave the empty rows out.
+    if event.days_left is not None:
+        rows.append(("Days left", days_left_text(event.days_left)))
+    if event.names:
+        rows.append(("Names", ", ".join(event.names)))
+    if event.not_after is not None:
+        rows.append(("Not after", when(event.not_after)))
     rows.extend((str(key).replace("_", " ").capitalize(), str(value)) for key, value in event.details.items())
     return rows
 
