@@ -92,21 +92,23 @@ SECRET_PREFIXES = ("env:", "file:", "secret:")
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 20.0
 USER_AGENT = "certkeeper-notifier/1"
+MAX_BODY = 64 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Addresses the ipaddress flags do not all cover: CGNAT shared space (RFC 6598), benchmarking
-# (RFC 2544), 6to4/Teredo/NAT64 which can wrap a private IPv4 address.
+# (RFC 2544), IETF protocol assignments, local-use NAT64 (RFC 8215) and Teredo.
 _EXTRA_BLOCKED: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("100.64.0.0/10"),
     ipaddress.ip_network("198.18.0.0/15"),
     ipaddress.ip_network("192.0.0.0/24"),
-    ipaddress.ip_network("64:ff9b::/96"),
     ipaddress.ip_network("64:ff9b:1::/48"),
-    ipaddress.ip_network("2002::/16"),
     ipaddress.ip_network("2001::/32"),
 )
+#: NAT64 well-known prefix (RFC 6052): on an IPv6-only network with DNS64, hooks.slack.com
+#: resolves into it, so the embedded IPv4 address is judged instead of the prefix
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class HttpTargetOptions(BaseModel):
@@ -181,19 +183,31 @@ def secret_option(value: str, context: PluginContext, *, where: str, key: str) -
 
 @dataclass(frozen=True)
 class Target:
-    """A checked URL: where to connect (``address``) and what to call it (``host``)."""
+    """A checked URL: where to connect (``addresses``, all checked) and what to call it (``host``)."""
 
     scheme: str
     host: str
     port: int
     path: str
-    address: str
+    addresses: tuple[str, ...]
 
     @property
     def host_header(self) -> str:
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == default else f"{host}:{self.port}"
+
+
+def _embedded_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address inside an IPv4-mapped, NAT64 or 6to4 IPv6 address (else ``address``)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if address.sixtofour is not None:
+            return address.sixtofour
+    return address
 
 
 class UrlPolicy:
@@ -232,8 +246,7 @@ class UrlPolicy:
 
     def check_address(self, address: IPAddress) -> str | None:
         """Why ``address`` is refused, or None when it may be called."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = _embedded_ipv4(address)
         if any(address in network for network in self.allowed_networks if network.version == address.version):
             return None
         if address.is_loopback:
@@ -287,7 +300,8 @@ class UrlPolicy:
                     "allow_networks = [\"CIDR\"] or allow_private = true)",
                     retryable=False,
                 )
-        return Target(scheme=scheme, host=host, port=port, path=path, address=str(addresses[0]))
+        return Target(scheme=scheme, host=host, port=port, path=path,
+                      addresses=tuple(str(address) for address in addresses))
 
 
 @dataclass(frozen=True)
@@ -319,50 +333,72 @@ def post_json(
         "Accept": "*/*",
     }
     request_headers.update(headers or {})
-    timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=policy.options.timeout)
-    pool: urllib3.HTTPConnectionPool
+    timeout = urllib3.Timeout(
+        total=CONNECT_TIMEOUT + policy.options.timeout, connect=CONNECT_TIMEOUT, read=policy.options.timeout
+    )
+    context: ssl.SSLContext | None = None
     if target.scheme == "https":
         try:
             context = ssl.create_default_context(cafile=policy.options.ca_file)
         except (OSError, ssl.SSLError):
             raise NotifyError(f"the ca_file of {policy.what} cannot be read", retryable=False) from None
-        pool = urllib3.HTTPSConnectionPool(
-            target.address,
-            target.port,
-            timeout=timeout,
-            retries=False,
-            ssl_context=context,
-            server_hostname=target.host,
-            assert_hostname=target.host,
+    # Try the checked addresses in order (IPv4 and IPv6 of one name), moving on only when a
+    # connection could not be opened: once connected, the request may have been received.
+    for index, address in enumerate(target.addresses):
+        last = index == len(target.addresses) - 1
+        pool = _pool(target, address, timeout, context)
+        try:
+            with _HIDE_PATHS.hiding(target.path):
+                response = pool.urlopen(
+                    "POST",
+                    target.path,
+                    body=body,
+                    headers=request_headers,
+                    redirect=False,
+                    retries=False,
+                    assert_same_host=False,
+                    preload_content=False,
+                )
+                # Only the status, headers and an error word are used: read little of the body.
+                data = response.read(MAX_BODY, decode_content=False) or b""
+                response.release_conn()
+        except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError):
+            if last:
+                raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
+            continue
+        except urllib3.exceptions.SSLError:
+            # Retryable: the receiver may be mid-way through its own certificate renewal.
+            raise NotifyError(
+                f"the TLS handshake with {policy.what} failed (untrusted or wrong certificate)"
+            ) from None
+        except urllib3.exceptions.HTTPError:
+            # One message for refused, unreachable and timed out, so a test send says nothing
+            # about which ports are open where (reference/reliability.md §4.5).
+            raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
+        finally:
+            pool.close()
+        return Response(
+            status=response.status,
+            headers={key.lower(): value for key, value in response.headers.items()},
+            body=data,
         )
-    else:
-        pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=timeout, retries=False)
-    try:
-        with _HIDE_PATHS.hiding(target.path):
-            response = pool.urlopen(
-                "POST",
-                target.path,
-                body=body,
-                headers=request_headers,
-                redirect=False,
-                retries=False,
-                assert_same_host=False,
-                preload_content=True,
-            )
-    except urllib3.exceptions.SSLError:
-        # Retryable: the receiver may be mid-way through its own certificate renewal.
-        raise NotifyError(f"the TLS handshake with {policy.what} failed (untrusted or wrong certificate)") \
-            from None
-    except urllib3.exceptions.HTTPError:
-        # One message for refused, unreachable and timed out, so a test send says nothing about
-        # which ports are open where (reference/reliability.md §4.5).
-        raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
-    finally:
-        pool.close()
-    return Response(
-        status=response.status,
-        headers={key.lower(): value for key, value in response.headers.items()},
-        body=response.data or b"",
+    raise NotifyError(f"the host name of {policy.what} does not resolve")  # no addresses (unreachable)
+
+
+def _pool(
+    target: Target, address: str, timeout: urllib3.Timeout, context: ssl.SSLContext | None
+) -> urllib3.HTTPConnectionPool:
+    """A one-request pool connected to ``address``; TLS SNI and hostname check use the URL's host."""
+    if context is None:
+        return urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False)
+    return urllib3.HTTPSConnectionPool(
+        address,
+        target.port,
+        timeout=timeout,
+        retries=False,
+        ssl_context=context,
+        server_hostname=target.host,
+        assert_hostname=target.host,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -243,6 +244,9 @@ def test_ssrf_loopback_refused_without_allow_list(http_stub: HttpStub, clock: Fr
     ("http://[fe80::1]/", "link-local"),
     ("http://[fc00::1]/", "private"),
     ("http://localhost:9/", "loopback"),  # a name resolving to loopback
+    ("http://[64:ff9b::a9fe:a9fe]/", "link-local"),  # NAT64 wrapping 169.254.169.254
+    ("http://[2002:7f00:1::]/", "loopback"),  # 6to4 wrapping 127.0.0.1
+    ("http://2130706433/", "loopback"),  # 127.0.0.1 written as one number
 ])
 def test_ssrf_addresses_refused(url: str, reason: str, clock: FrozenClock, tmp_path: Path) -> None:
     notifier = WebhookNotifier.from_options(
@@ -381,3 +385,85 @@ def test_registry_builds_every_notifier(http_stub: HttpStub, smtp_server: MailSe
         assert isinstance(notifier, Notifier)
         notifier.notify(Event(kind=EventKind.TEST, occurred_at=clock.now(), message="test"))
     assert len(http_stub.received()) == 3 and len(smtp_server.messages) == 1
+
+
+def test_public_addresses_pass_the_policy() -> None:
+    import ipaddress
+
+    from certkeeper.notifiers.http import HttpTargetOptions, UrlPolicy
+
+    policy = UrlPolicy(HttpTargetOptions(), "the webhook for notifier 'x'")
+    for address in ("3.5.140.2", "2606:4700::1111", "64:ff9b::305:8c02", "2002:305:8c02::"):
+        assert policy.check_address(ipaddress.ip_address(address)) is None, address
+    narrow = UrlPolicy(HttpTargetOptions(allow_networks=("10.20.0.0/16",)), "w")
+    assert narrow.check_address(ipaddress.ip_address("10.20.1.1")) is None
+    assert narrow.check_address(ipaddress.ip_address("10.21.1.1")) == "a private address"
+    assert narrow.check_address(ipaddress.ip_address("169.254.169.254")) is not None
+
+
+def test_pinned_to_checked_addresses_tried_in_turn(clock: FrozenClock, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with an IPv4 and an IPv6 address: the receiver listens on ::1 only. The name is
+    resolved once, every address is checked, and the connection goes to a checked address (the
+    second, after the first refuses) - never through a second DNS lookup that could be rebound."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class V6(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            hits.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    try:
+        server = V6(("::1", 0), Handler)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = server.server_address[1]
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def fake_dns(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.example.test":
+            lookups.append(host)
+            # A rebinding resolver: the first answer is allowed, later ones point elsewhere.
+            if len(lookups) % 2 == 0:
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.9.9", port))]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                    (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        options: dict[str, Any] = {"webhook_url": "secret:s", "allow_http": True,
+                                   "allow_networks": ["127.0.0.0/8", "::1/128"]}
+        ctx = context(clock, tmp_path, {"s": f"http://hooks.example.test:{port}/hook"})
+        SlackNotifier.from_options("ops", options, ctx).notify(expiring_event(clock))
+        assert hits == [f"hooks.example.test:{port}"]  # Host keeps the name
+        assert lookups == ["hooks.example.test"]  # resolved once: the connection used the checked IPs
+        # The next lookup answers a private address: refused before any connection.
+        with pytest.raises(NotifyError, match="private address"):
+            SlackNotifier.from_options("ops", options, ctx).notify(expiring_event(clock))
+        assert len(hits) == 1
+        # Allowing only the IPv4 loopback refuses the name: every address must pass.
+        options["allow_networks"] = ["127.0.0.0/8"]
+        with pytest.raises(NotifyError, match="loopback"):
+            SlackNotifier.from_options("ops", options, ctx).notify(expiring_event(clock))
+        assert len(hits) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
