@@ -77,3 +77,22 @@ def test_notify_test_unknown_name(ck: Any, configured: HttpStub) -> None:
     assert result.code == 1
     assert "no notifier named 'nope'" in result.err
     assert configured.received() == []
+
+
+def test_notify_test_with_a_stored_secret(ck: Any, home: Path, http_stub: HttpStub) -> None:
+    """The webhook URL lives in the store (encrypted), referenced as secret:NAME."""
+    url_file = home / "url.txt"
+    url_file.write_text(http_stub.url("/services/T0/B0/X") + f"?c={SLACK_CANARY}\n")
+    write_config(home, {"ops": {"type": "slack", "webhook_url": "secret:slack-ops", "allow_http": True,
+                                "allow_networks": ["127.0.0.0/8"]}})
+    stored = ck("secret", "set", "slack-ops", "--from-file", str(url_file))
+    assert stored.code == 0, stored
+    url_file.unlink()
+    result = ck("notify", "test")
+    assert result.code == 0, result
+    assert result.out.strip() == "ops (slack): ok"
+    assert len(http_stub.received("/services/T0/B0/X")) == 1
+    # Encrypted at rest: the canary is nowhere in the data folder.
+    for path in (home / "data").rglob("*"):
+        if path.is_file():
+            assert SLACK_CANARY.encode() not in path.read_bytes(), path
