@@ -55,10 +55,12 @@ def generate_key() -> bytes:
 
 def parse_keys(text: str) -> list[bytes]:
     keys = []
-    for line in text.replace(",", "\n").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keys.append(line.encode("ascii"))
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        for part in line.split(","):
+            part = part.strip()
+            if part:
+                keys.append(part.encode("ascii"))
     return keys
 
 

@@ -240,9 +240,13 @@ class Service:
                 "no names given: pass them (certkeeper issue mail.contoso.com autodiscover.contoso.com) "
                 "or configure [outlook_anywhere] external_host and domains"
             )
-        from certkeeper.outlook.planner import plan_names
-
-        return tuple(plan_names(oa.external_host, oa.domains, legacy_host=oa.legacy_host, extra=oa.extra_names))
+        # the external host, autodiscover.<domain> per accepted domain, the legacy name in coexistence
+        # (reference/exchange.md §1.2); `certkeeper plan` explains each and warns
+        names = [oa.external_host, *(f"autodiscover.{domain}" for domain in oa.domains)]
+        if oa.legacy_host:
+            names.append(oa.legacy_host)
+        names.extend(oa.extra_names)
+        return tuple(names)
 
     # -- issuing ------------------------------------------------------------------------------------
 
@@ -579,7 +583,7 @@ class Service:
         names = hostnames.normalize_names(info.names, allow_internal=True)
         key_type = pki_keys.key_type_of(key)
         if key_type is None:
-            raise InputError(f"{what}: unsupported key type {info.key_description}")
+            raise InputError(f"{what}: unsupported key type {info.key}")
         self.config.issuer_table(issuer)
         cert_id = cert_id or certificate_id_for(names)
         key_pem = pki_keys.private_key_pem(key)

@@ -84,7 +84,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "NAMES", "ISSUER", "NOT AFTER", "DAYS", "RENEWS", "HEALTH"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "NAMES", overflow="fold")
     colours = {"Ready": "green", "Renewing": "cyan", "Expiring": "yellow", "Failing": "red", "Expired": "red"}
     for row in rows:
         colour = colours.get(str(row["health"]), "white")

@@ -36,7 +36,10 @@ def open_service(ctx: click.Context, *, create: bool = True, sync: bool = True) 
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    # piped output (grep, a log file) gets wide lines instead of 80-column wrapping
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def _default(value: Any) -> Any:
