@@ -223,7 +223,7 @@ class EmailNotifier:
             smtp = smtplib.SMTP_SSL(options.host, self.port, timeout=options.timeout, context=context)
         else:
             smtp = smtplib.SMTP(options.host, self.port, timeout=options.timeout)
-        with smtp:
+        try:
             smtp.ehlo()
             if options.security == "starttls":
                 smtp.starttls(context=self._tls_context())
@@ -232,6 +232,12 @@ class EmailNotifier:
                 smtp.login(options.username, password)
             return smtp.send_message(message, from_addr=parseaddr(options.sender)[1],
                                      to_addrs=[parseaddr(address)[1] for address in options.to])
+        finally:
+            # A failed QUIT after an accepted message must not turn into a retry (a duplicate).
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
 
     @staticmethod
     def _reply_text(reply: bytes | str, password: str | None) -> str:

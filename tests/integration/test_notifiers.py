@@ -467,3 +467,15 @@ def test_pinned_to_checked_addresses_tried_in_turn(clock: FrozenClock, tmp_path:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_email_header_injection_refused(clock: FrozenClock, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"notifiers\.mail\.from: .*line break"):
+        EmailNotifier.from_options(
+            "mail", {"host": "h", "from": "a@example.com\r\nBcc: x@evil.example", "to": ["b@example.com"]},
+            context(clock, tmp_path),
+        )
+    with pytest.raises(ConfigError, match=r"notifiers\.mail\.to"):
+        EmailNotifier.from_options(
+            "mail", {"host": "h", "from": "a@example.com", "to": ["not-an-address"]}, context(clock, tmp_path)
+        )
