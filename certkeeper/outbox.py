@@ -171,23 +171,31 @@ class Outbox:
         """Send every alert that is due at ``now``; never raises because of a notifier."""
         now = now or self.clock.now()
         report = DeliveryReport()
+        known = list(notifiers)
+        waiting = (OutboxRow.delivered_at.is_(None), OutboxRow.dead.is_(False), OutboxRow.next_attempt_at <= now)
         with self.session_factory() as session:
             due = session.execute(
-                select(OutboxRow.id, OutboxRow.notifier, OutboxRow.next_attempt_at, OutboxRow.created_at)
-                .where(OutboxRow.delivered_at.is_(None), OutboxRow.dead.is_(False),
-                       OutboxRow.next_attempt_at <= now)
+                select(OutboxRow.id, OutboxRow.notifier, OutboxRow.next_attempt_at)
+                .where(*waiting, OutboxRow.notifier.in_(known))
                 .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+                .limit(BATCH * 4)
             ).all()
+            orphans = session.execute(
+                select(OutboxRow.id, OutboxRow.notifier, OutboxRow.created_at)
+                .where(*waiting, OutboxRow.notifier.not_in(known))
+                .order_by(OutboxRow.id)
+            ).all()
+        # Alerts for a notifier that is no longer configured wait (the config may come back),
+        # then die of old age like any other.
+        for row_id, notifier_name, created_at in orphans:
+            if now - created_at >= self.max_age:
+                self._mark_dead(row_id, now, f"notifier {notifier_name!r} is not configured")
+                report.dead.append(row_id)
+            else:
+                report.unknown_notifier.append(row_id)
         paused: set[str] = set()
-        for row_id, notifier_name, next_attempt_at, created_at in due:
-            notifier = notifiers.get(notifier_name)
-            if notifier is None:
-                if now - created_at >= self.max_age:
-                    self._mark_dead(row_id, now, f"notifier {notifier_name!r} is not configured")
-                    report.dead.append(row_id)
-                else:
-                    report.unknown_notifier.append(row_id)
-                continue
+        for row_id, notifier_name, next_attempt_at in due:
+            notifier = notifiers[notifier_name]
             if notifier_name in paused or report.attempted >= BATCH:
                 report.deferred.append(row_id)
                 continue
@@ -197,12 +205,13 @@ class Outbox:
             getattr(report, outcome).append(row_id)
             if outcome != "delivered":
                 paused.add(notifier_name)
-        if report.attempted or report.unknown_notifier:
+        if report.attempted:
             log.info(
-                "alerts: %d delivered, %d to retry, %d dead, %d deferred, %d for unknown notifiers",
+                "alerts: %d delivered, %d to retry, %d dead, %d deferred",
                 len(report.delivered), len(report.retrying), len(report.dead), len(report.deferred),
-                len(report.unknown_notifier),
             )
+        if report.unknown_notifier:
+            log.debug("%d alert(s) wait for notifiers that are not configured", len(report.unknown_notifier))
         return report
 
     def _claim(self, row_id: int, next_attempt_at: datetime, now: datetime) -> bool:
