@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -243,71 +244,80 @@ class Outbox:
                 self.sleep(wait)
 
     def _deliver_one(self, row_id: int, notifier: Notifier, now: datetime) -> str:
+        # No transaction stays open while the notifier talks to the network.
         with self.session_factory() as session:
             row = session.get(OutboxRow, row_id)
             if row is None:
                 return "deferred"
-            try:
-                event = from_json(row.payload)
-            except (KeyError, TypeError, ValueError) as exc:
-                error = f"unreadable alert payload ({type(exc).__name__})"
-                self._fail(session, row, now, error, permanent=True)
-                return "dead"
-            self._pace(notifier)
-            try:
-                notifier.notify(event)
-            except NotifyError as exc:
-                self._last_sent[notifier.name] = self.monotonic()
-                return self._fail(session, row, now, str(exc), permanent=not exc.retryable,
-                                  retry_after=exc.retry_after)
-            except Exception as exc:  # a notifier bug must not stop the daemon
-                self._last_sent[notifier.name] = self.monotonic()
-                # The exception text of a bug could hold anything (a URL); keep its type only.
-                log.error("notifier %r raised %s (a bug); the alert will be retried", notifier.name,
-                          type(exc).__name__, extra={"notifier": notifier.name})
-                log.debug("notifier %r traceback", notifier.name, exc_info=True)
-                return self._fail(session, row, now, f"unexpected {type(exc).__name__} in the notifier",
-                                  permanent=False)
+            payload = row.payload
+        try:
+            event = from_json(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            return self._record_failure(row_id, now, f"unreadable alert payload ({type(exc).__name__})",
+                                        permanent=True)
+        self._pace(notifier)
+        try:
+            notifier.notify(event)
+        except NotifyError as exc:
+            return self._record_failure(row_id, now, str(exc), permanent=not exc.retryable,
+                                        retry_after=exc.retry_after)
+        except Exception as exc:  # noqa: BLE001 - a notifier bug must not stop the daemon
+            # The text of a bug's exception could hold anything (a URL): keep its type, and log
+            # only where it happened, not its message.
+            log.error("notifier %r raised %s (a bug); the alert will be retried", notifier.name,
+                      type(exc).__name__, extra={"notifier": notifier.name})
+            log.debug("where notifier %r failed:\n%s", notifier.name,
+                      "".join(traceback.format_tb(exc.__traceback__)))
+            return self._record_failure(row_id, now, f"unexpected {type(exc).__name__} in the notifier",
+                                        permanent=False)
+        finally:
             self._last_sent[notifier.name] = self.monotonic()
+        with self.session_factory() as session:
+            row = session.get(OutboxRow, row_id)
+            if row is None:
+                return "delivered"
             row.delivered_at = now
             row.attempts += 1
             row.last_error = None
             session.commit()
             log.info("delivered %s alert via %s", row.kind, notifier.name,
                      extra={"cert": row.certificate_id, "notifier": notifier.name})
-            return "delivered"
+        return "delivered"
 
-    def _fail(
+    def _record_failure(
         self,
-        session: Session,
-        row: OutboxRow,
+        row_id: int,
         now: datetime,
         error: str,
         *,
         permanent: bool,
         retry_after: float | None = None,
     ) -> str:
-        row.attempts += 1
-        row.last_error = error[:ERROR_MAX]
-        too_many = row.attempts >= self.max_attempts
-        too_old = now - row.created_at >= self.max_age
-        if permanent or too_many or too_old:
-            row.dead = True
-            row.next_attempt_at = now
+        with self.session_factory() as session:
+            row = session.get(OutboxRow, row_id)
+            if row is None:
+                return "dead"
+            row.attempts += 1
+            row.last_error = error[:ERROR_MAX]
+            too_many = row.attempts >= self.max_attempts
+            too_old = now - row.created_at >= self.max_age
+            if permanent or too_many or too_old:
+                row.dead = True
+                row.next_attempt_at = now
+                session.commit()
+                why = "a permanent error" if permanent else ("too many attempts" if too_many else "too old")
+                log.error("giving up on %s alert via %s (%s): %s", row.kind, row.notifier, why,
+                          row.last_error, extra={"cert": row.certificate_id, "notifier": row.notifier})
+                return "dead"
+            wait = backoff(row.attempts)
+            if retry_after is not None and retry_after > 0:
+                wait = max(wait, timedelta(seconds=retry_after))
+            row.next_attempt_at = now + wait
             session.commit()
-            why = "a permanent error" if permanent else ("too many attempts" if too_many else "too old")
-            log.error("giving up on %s alert via %s (%s): %s", row.kind, row.notifier, why, row.last_error,
-                      extra={"cert": row.certificate_id, "notifier": row.notifier})
-            return "dead"
-        wait = backoff(row.attempts)
-        if retry_after is not None and retry_after > 0:
-            wait = max(wait, timedelta(seconds=retry_after))
-        row.next_attempt_at = now + wait
-        session.commit()
-        log.warning("%s alert via %s failed (attempt %d), retrying at %s: %s", row.kind, row.notifier,
-                    row.attempts, row.next_attempt_at.isoformat(), row.last_error,
-                    extra={"cert": row.certificate_id, "notifier": row.notifier})
-        return "retrying"
+            log.warning("%s alert via %s failed (attempt %d), retrying at %s: %s", row.kind, row.notifier,
+                        row.attempts, row.next_attempt_at.isoformat(), row.last_error,
+                        extra={"cert": row.certificate_id, "notifier": row.notifier})
+            return "retrying"
 
     def _mark_dead(self, row_id: int, now: datetime, error: str) -> None:
         with self.session_factory() as session:
