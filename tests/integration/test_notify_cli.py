@@ -96,3 +96,16 @@ def test_notify_test_with_a_stored_secret(ck: Any, home: Path, http_stub: HttpSt
     for path in (home / "data").rglob("*"):
         if path.is_file():
             assert SLACK_CANARY.encode() not in path.read_bytes(), path
+
+
+def test_fixture_tables_work_from_the_config(ck: Any, home: Path, http_stub: HttpStub,
+                                             smtp_server: MailServer) -> None:
+    """The fixtures' notifier_table() helpers, as an end-to-end daemon test would use them."""
+    write_config(home, {"slack": http_stub.notifier_table("slack", "/slack"),
+                        "hook": http_stub.notifier_table("webhook", "/hook"),
+                        "teams": http_stub.notifier_table("teams", "/teams"),
+                        "mail": smtp_server.notifier_table()})
+    result = ck("notify", "test")
+    assert result.code == 0, result
+    assert sorted(request.path for request in http_stub.received()) == ["/hook", "/slack", "/teams"]
+    assert len(smtp_server.messages) == 1
