@@ -1019,8 +1019,12 @@ class Service:
 
         built: dict[str, Notifier] = {}
         for name, table in self.config.settings.notifiers.items():
-            cls = load_class(NOTIFIERS, table.type, "notifier")
-            built[name] = cls.from_options(name, table.options(), self.plugin_context(f"notifier:{name}"))
+            # one broken [notifiers.X] table must not stop the others; its alerts wait in the outbox
+            try:
+                cls = load_class(NOTIFIERS, table.type, "notifier")
+                built[name] = cls.from_options(name, table.options(), self.plugin_context(f"notifier:{name}"))
+            except CertkeeperError as exc:
+                log.error("notifier %s cannot be used: %s", name, exc, extra={"notifier": name})
         return built
 
     def outbox(self) -> Any:
