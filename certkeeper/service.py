@@ -470,6 +470,12 @@ class Service:
                 )
             renewal_at = revision.renewal_time
         log.info("%s: revision %s issued, expires %s", cert_id, number, info.not_after, extra={"cert": cert_id})
+        message = f"revision {number} issued by {issuer_name}, valid until {info.not_after:%Y-%m-%d %H:%M} UTC"
+        self.alert_event(kind, cert_id, message, dedupe=f"{kind.value}:{cert_id}:{revision_id}",
+                         details={"serial": info.serial, "issuer": issuer_name})
+        if recovered:
+            self.alert_event(EventKind.RECOVERED, cert_id, "issuing works again after earlier failures",
+                             dedupe=f"recovered:{cert_id}:{revision_id}")
         if isinstance(issuer, SupportsRenewalInfo):
             try:
                 self.refresh_renewal_info(cert_id)
@@ -489,6 +495,7 @@ class Service:
                 EventKind.PENDING_APPROVAL.value, str(exc), certificate_id=cert_id, revision_id=revision_id,
                 node=self.node, session=session,
             )
+        self.alert_event(EventKind.PENDING_APPROVAL, cert_id, str(exc), dedupe=f"pending:{cert_id}:{revision_id}")
 
     def _record_failure(self, cert_id: str, revision_id: int, exc: IssuanceError) -> None:
         from certkeeper.lifecycle.backoff import next_attempt_after_failure
@@ -513,7 +520,15 @@ class Service:
                 details={"problem": exc.problem or "", "next_attempt_at": cert.next_attempt_at.isoformat()},
                 session=session,
             )
+            failures = cert.failure_count
+            next_at = cert.next_attempt_at
         log.warning("%s: issuing failed: %s", cert_id, exc, extra={"cert": cert_id})
+        # one alert when a failure streak starts and one when backoff reaches once a day (expiring
+        # alerts escalate after that); every permanent refusal alerts
+        if not exc.retryable or failures in (1, 4):
+            details = {"problem": exc.problem or "", "next_attempt_at": next_at.isoformat() if next_at else ""}
+            self.alert_event(kind, cert_id, str(exc), dedupe=f"{kind.value}:{cert_id}:{revision_id}:{failures}",
+                             details=details)
 
     def refresh_renewal_info(self, cert_id: str) -> datetime | None:
         """Fetch the ARI window for the current revision and re-plan its renewal time from it."""

@@ -236,7 +236,9 @@ class InternalCA:
             .issuer_name(intermediate.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())  # 159 random bits, positive, < 20 octets
-            .not_valid_before(now - CLOCK_SKEW)
+            # backdated for clients with a slow clock, but by at most a tenth of the lifetime, so a
+            # short-lived certificate's renewal time (half its life) is not already past when issued
+            .not_valid_before(now - min(CLOCK_SKEW, (not_after - now) / 10))
             .not_valid_after(not_after)
             # RFC 5280 §4.2.1.6: with an empty subject the SAN must be critical
             .add_extension(
