@@ -308,7 +308,7 @@ def test_smtp_needs_explicit_consent_and_then_passes_force(bundles: tuple[Bundle
         do_not_require_ssl=True,
     )
     binder.deploy(new, None)
-    enable = [c for c in runner.calls if c.name == "Enable-ExchangeCertificate"][0]
+    enable = next(c for c in runner.calls if c.name == "Enable-ExchangeCertificate")
     assert enable.describe() == (
         f"Enable-ExchangeCertificate -Server 'EX01' -Thumbprint '{thumbprint(new.cert_pem)}' "
         "-Services 'IIS,SMTP' -Force -DoNotRequireSsl"
@@ -366,7 +366,8 @@ def test_no_secret_reaches_the_logs(bundles: tuple[Bundle, Bundle], caplog: pyte
     caplog.set_level(logging.DEBUG)
     with pytest.raises(VerifyError) as caught:
         binder.deploy(new, old)
-    password = [c for c in runner.calls if c.name == "Import-ExchangeCertificate"][0].params["Password"].value
+    imported = next(c for c in runner.calls if c.name == "Import-ExchangeCertificate")
+    password = imported.params["Password"].value
     text = caplog.text + str(caught.value) + "\n".join(runner.lines()) + repr(runner.calls)
     assert password not in text
     assert "PRIVATE KEY" not in text
