@@ -219,6 +219,13 @@ def set_csp_name(pfx_der: bytes, password: bytes, csp_name: str = SCHANNEL_CSP) 
         InputError: the PFX is not in the layout cryptography and OpenSSL write (key bags in a
             plain ``data`` content info, a MAC present).
     """
+    try:
+        return _set_csp_name(pfx_der, password, csp_name)
+    except (ValueError, IndexError, TypeError, UnicodeError) as exc:
+        raise InputError(f"PFX: unexpected structure ({type(exc).__name__})") from None
+
+
+def _set_csp_name(pfx_der: bytes, password: bytes, csp_name: str) -> bytes:
     pfx = _parse(pfx_der)
     version, auth_safe, mac_data = _children(pfx)
     if _oid(_children(auth_safe)[0]) != _OID_DATA:
