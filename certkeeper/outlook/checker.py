@@ -129,7 +129,7 @@ def _trust(host: str, address: tuple[str, int], ca_file: str | None, timeout: fl
     context.check_hostname = False  # the names are judged separately, so each failure has its own line
     try:
         with socket.create_connection(address, timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host):
+            with context.wrap_socket(raw, server_hostname=probe.sni_for(host)):
                 pass
     except ssl.SSLCertVerificationError as exc:
         where = f" (trust store: {ca_file})" if ca_file else " (system trust store)"
@@ -239,7 +239,7 @@ def _challenge(item_id: str, host: str, address: tuple[str, int], timeout: float
     context.verify_mode = ssl.CERT_NONE  # trust is the chain item's job
     try:
         with socket.create_connection(address, timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
+            with context.wrap_socket(raw, server_hostname=probe.sni_for(host)) as tls:
                 request = (
                     f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
                     "Accept: */*\r\nConnection: close\r\n\r\n"
@@ -290,7 +290,9 @@ def check(
     shown_connect = f"{connect_host}:{port}"
     now = (clock or SystemClock()).now()
     try:
-        served = probe.fetch(probe.Endpoint("tls", connect_host, port, shown_connect), host, timeout=timeout)
+        served = probe.fetch(
+            probe.Endpoint("tls", connect_host, port, shown_connect), probe.sni_for(host), timeout=timeout
+        )
     except OSError as exc:
         item = CheckItem("tls", Status.FAIL, "TLS handshake", f"{shown_connect} (SNI {host}): {exc}")
         return CheckReport(url, shown_connect, (item,))
