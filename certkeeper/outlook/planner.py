@@ -208,3 +208,19 @@ def plan(
     return Plan(
         common_name=external, names=tuple(names), principal=f"msstd:{principal_value}", notes=tuple(notes)
     )
+
+
+def plan_from_settings(
+    settings: Any, *, public_ca: bool = True, key_type: KeyType = DEFAULT_KEY_TYPE
+) -> Plan:
+    """The plan for an ``[outlook_anywhere]`` table (``config.OutlookAnywhereSettings``); what
+    ``certkeeper issue`` uses when no names are given."""
+    return plan(
+        settings.external_host,
+        tuple(settings.domains),
+        legacy_host=settings.legacy_host,
+        principal=settings.principal,
+        public_ca=public_ca,
+        key_type=key_type,
+        extra_names=tuple(settings.extra_names),
+    )

@@ -166,3 +166,27 @@ def test_cli_plan_human_and_json() -> None:
     assert [n["code"] for n in data["notes"]] == ["internal-name-public-ca", "ecdsa-exchange"]
     internal = run_cli("plan", "--external-host", "exch01.contoso.local", "--internal", "--json")
     assert internal.returncode == 0 and json.loads(internal.stdout)["ok"] is True
+
+
+def test_plan_from_the_outlook_anywhere_table() -> None:
+    from certkeeper.config import parse
+    from certkeeper.outlook.planner import plan_from_settings
+
+    config = parse(
+        {
+            "outlook_anywhere": {
+                "external_host": "mail.contoso.com",
+                "domains": ["contoso.com"],
+                "legacy_host": "legacy.contoso.com",
+                "extra_names": ["imap.contoso.com"],
+            }
+        }
+    )
+    assert config.settings.outlook_anywhere is not None
+    result = plan_from_settings(config.settings.outlook_anywhere)
+    assert result.names == (
+        "mail.contoso.com",
+        "autodiscover.contoso.com",
+        "legacy.contoso.com",
+        "imap.contoso.com",
+    )
