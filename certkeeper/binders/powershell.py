@@ -178,8 +178,13 @@ foreach ($item in $request.parameters) {{
     }}
 }}
 {invoke}
+Write-Output '{marker}'
 @($out) | ForEach-Object {{ $_ }} | ConvertTo-Json -Depth 3 -Compress
 """
+
+
+#: printed before the JSON result: the Exchange shell's banner (Write-Host) shares stdout
+OUTPUT_MARKER = "@@certkeeper-output@@"
 
 
 def _encode_value(name: str, value: Any) -> dict[str, Any]:
@@ -215,7 +220,7 @@ class LocalRunner:
             invoke = f"$block = {{\n{command.script}\n}}\n$out = & $block @p"
         else:
             invoke = "$out = & $request.name @p"
-        return _LOCAL_TEMPLATE.format(preamble=preamble, invoke=invoke)
+        return _LOCAL_TEMPLATE.format(preamble=preamble, invoke=invoke, marker=OUTPUT_MARKER)
 
     def argv(self, command: Command) -> list[str]:
         encoded = base64.b64encode(self.script(command).encode("utf-16-le")).decode()
@@ -256,13 +261,17 @@ class LocalRunner:
         if done.returncode != 0:
             lines = [line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
             raise PowerShellError(command, (lines[0] if lines else f"exit status {done.returncode}")[:300])
-        text = done.stdout.decode(errors="replace").strip()
+        stdout = done.stdout.decode(errors="replace")
+        if OUTPUT_MARKER not in stdout:
+            # never guess from banner text: "no output" would read as "certificate not there"
+            raise PowerShellError(command, "the script ended without its output marker")
+        text = stdout.rpartition(OUTPUT_MARKER)[2].strip()
         if not text:
             return []
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError:
-            return [text]
+            raise PowerShellError(command, "the output is not JSON") from None
         return parsed if isinstance(parsed, list) else [parsed]
 
     def close(self) -> None:

@@ -84,7 +84,13 @@ request = json.loads(sys.stdin.read())
 if request["name"] == "Fail-Now":
     sys.stderr.write("Fail-Now : The operation could not be performed.\\n    + more detail\\n")
     sys.exit(1)
-print(json.dumps({"Name": request["name"], "Args": len(sys.argv)}))
+if request["name"] == "No-Marker":
+    print("Welcome to the Exchange Management Shell!")
+    sys.exit(0)
+print("Welcome to the Exchange Management Shell!")
+print("@@certkeeper-output@@")
+if request["name"] != "Get-Nothing":
+    print(json.dumps({"Name": request["name"], "Args": len(sys.argv)}))
 """
 
 
@@ -94,6 +100,9 @@ def test_local_runner_runs_and_reports_errors(tmp_path: Path) -> None:
     fake.chmod(0o755)
     runner = LocalRunner(exchange=ExchangeVersion.EX2019, executable=str(fake))
     assert runner.invoke(import_command()) == [{"Name": "Import-ExchangeCertificate", "Args": 7}]
+    assert runner.invoke(Command("Get-Nothing")) == []  # banner text is not mistaken for output
+    with pytest.raises(PowerShellError, match="without its output marker"):
+        runner.invoke(Command("No-Marker"))
     with pytest.raises(
         PowerShellError, match="Fail-Now failed: Fail-Now : The operation could not"
     ) as caught:
