@@ -21,6 +21,7 @@ NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
 
 
 def served(gateway: NginxGateway, name: str = "mail.contoso.com") -> str:
+    gateway.settle()  # no old worker left that could still answer with the old certificate
     return probe.fetch(probe.parse_endpoint(gateway.endpoint), name).fingerprint
 
 

@@ -24,7 +24,7 @@ NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
 
 def serve(gateway: NginxGateway, bundle: Bundle) -> None:
     gateway.install(bundle)
-    gateway.reload()
+    gateway.reload()  # waits until the old worker is gone
     assert probe.verify_endpoints(
         bundle.fingerprint, [gateway.endpoint], ["mail.contoso.com"], settle_seconds=10
     ).ok
