@@ -156,6 +156,13 @@ class ExchangeBinder:
             raise ConfigError(f"bindings.{name}.servers: name at least one Exchange server")
         self.servers = tuple(servers)
         for server in self.servers:
+            if not server.verify:
+                # retire() removes the old certificate once verify() passes; with nothing to
+                # probe that would be a vacuous pass, so every server needs endpoints
+                raise ConfigError(
+                    f"bindings.{name}.verify: {server.name} has no endpoint to verify (give verify = "
+                    '["host:443"] for the binding or the server)'
+                )
             for endpoint in server.verify:
                 probe.parse_endpoint(endpoint)
         self.services = tuple(services)
@@ -361,6 +368,16 @@ class ExchangeBinder:
             try:
                 if self.version.is_2013_or_later:
                     auth = runner.invoke(Command("Get-AuthConfig", ()))
+                    if not any(
+                        isinstance(item, dict) and "CurrentCertificateThumbprint" in item for item in auth
+                    ):
+                        log.warning(
+                            "%s: Get-AuthConfig on %s said nothing usable; %s not removed",
+                            self.name,
+                            server.name,
+                            old_thumb,
+                        )
+                        continue
                     protected = {
                         str(item.get(key, "")).upper()
                         for item in auth

@@ -280,6 +280,12 @@ def test_retire_leaves_certificates_certkeeper_did_not_import_and_the_auth_certi
     binder.retire(new, new)  # same certificate: nothing to do
     assert runner.calls == []
 
+    # when Get-AuthConfig says nothing usable, nothing is removed
+    runner.outputs["Get-AuthConfig"] = lambda _c: ["garbled"]
+    binder.retire(old, new)
+    assert runner.names() == ["Get-AuthConfig"]
+    assert binder.markers.has("EX01", thumbprint(old.cert_pem))
+
 
 def test_retire_failure_is_a_bind_error_naming_the_step(bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
@@ -350,6 +356,7 @@ def test_options(tmp_path: Path) -> None:
         ({**good, "restart": "iisreset"}, "remote endpoint cannot recycle"),
         ({**good, "auth": "ntlm"}, "needs username and password"),
         ({**good, "friendly_name": "x" * 64}, r"bindings\.ex\.friendly_name"),
+        ({**good, "verify": []}, r"bindings\.ex\.verify: EX01 has no endpoint"),
     ]:
         with pytest.raises(ConfigError, match=match):
             ExchangeBinder.from_options("ex", bad, context)
