@@ -150,6 +150,9 @@ class IisBinder:
         self.exportable = exportable
         self.pfx_encryption = pfx_encryption
         self.endpoints = tuple(verify)
+        if not self.endpoints:
+            # retire() removes the old certificate once verify() passes: that must mean something
+            raise ConfigError(f"bindings.{name}.verify: give at least one endpoint to probe (host:443)")
         for endpoint in self.endpoints:
             probe.parse_endpoint(endpoint)
         self._runner_for = runner_for
@@ -240,10 +243,9 @@ class IisBinder:
                 before = str(output[-1]).strip().upper() if output and output[-1] else ""
                 changed.append((binding, before))
             step = "verify"
-            if self.endpoints:
-                verification = self._prober(bundle, self.endpoints)
-                if not verification.ok:
-                    raise VerifyError(verification.summary())
+            verification = self._prober(bundle, self.endpoints)
+            if not verification.ok:
+                raise VerifyError(verification.summary())
         except BindError as exc:
             fallback = thumbprint(previous.cert_pem) if previous is not None else ""
             note = self._roll_back(runner, changed, fallback)
@@ -269,7 +271,7 @@ class IisBinder:
         return "rolled back: " + "; ".join(notes)
 
     def verify(self, bundle: Bundle) -> Verification:
-        return self._prober(bundle, self.endpoints) if self.endpoints else Verification(checks=())
+        return self._prober(bundle, self.endpoints)
 
     def retire(self, previous: Bundle, current: Bundle) -> None:
         old_thumb = thumbprint(previous.cert_pem)

@@ -64,7 +64,7 @@ def test_real_gateways_keep_the_contract(
     ("kind", "options"),
     [
         ("exchange", {"version": "2016", "servers": ["EX01"], "verify": ["mail.contoso.com:443"]}),
-        ("iis", {"server": "web01", "site": "Default Web Site"}),
+        ("iis", {"server": "web01", "site": "Default Web Site", "verify": ["web01:443"]}),
     ],
 )
 def test_windows_binders_build_from_options(

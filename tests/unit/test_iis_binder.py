@@ -145,7 +145,11 @@ def test_options_refuse_exchange_back_end(tmp_path: Path) -> None:
         IisBinder.from_options("w", {"bindings": [{"port": 444}], "runner": "local"}, context)
     with pytest.raises(ConfigError, match=r"bindings\.w\.bindings\[0\]\.port"):
         IisBinder.from_options("w", {"bindings": [{"port": 0}], "runner": "local"}, context)
+    with pytest.raises(ConfigError, match=r"bindings\.w\.verify: give at least one endpoint"):
+        IisBinder.from_options("w", {"server": "web01"}, context)
     ok = IisBinder.from_options(
-        "w", {"server": "web01", "bindings": [{"host_header": "a", "sni": True}]}, context
+        "w",
+        {"server": "web01", "bindings": [{"host_header": "a", "sni": True}], "verify": ["web01:443"]},
+        context,
     )
     assert ok.bindings == (IisBinding("a", 443, "*", True),)
