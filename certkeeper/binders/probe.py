@@ -190,7 +190,7 @@ def check_once(
     """Probe once; an :class:`EndpointCheck` that says what was served or why nothing was."""
     try:
         served = fetch(endpoint, server_name, timeout=timeout)
-    except (OSError, smtplib.SMTPException) as exc:
+    except (OSError, smtplib.SMTPException, ValueError) as exc:  # ValueError: a name ssl cannot send
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         return EndpointCheck(str(endpoint), server_name, False, None, f"no TLS handshake: {reason}")
     if served.fingerprint == expected_fingerprint.lower():
