@@ -1,0 +1,117 @@
+"""Atomic file replacement and snapshots, shared by the files and HAProxy binders."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from certkeeper.errors import BindError
+
+log = logging.getLogger(__name__)
+
+#: path -> previous bytes, or None when the file did not exist
+Snapshot = dict[Path, bytes | None]
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
+
+    A temp file in the same folder (same filesystem, so the rename is atomic) is created with
+    ``mode`` from the start, written, fsynced, renamed over ``path``, and the folder is fsynced
+    so the rename survives a crash. The owner of an existing file is kept when we may chown.
+    The temp file is removed if anything fails.
+    """
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    owner: tuple[int, int] | None = None
+    with contextlib.suppress(FileNotFoundError):
+        stat = path.stat()
+        owner = (stat.st_uid, stat.st_gid)
+    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".certkeeper-tmp")
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None and hasattr(os, "fchown"):
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, *owner)
+        with os.fdopen(fd, "wb", closefd=True) as handle:
+            fd = -1
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        if fd != -1:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    fsync_folder(folder)
+
+
+def fsync_folder(folder: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a folder for fsync
+        return
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def take_snapshot(paths: Iterable[Path]) -> Snapshot:
+    """The current bytes of each path (None if absent), to restore on rollback."""
+    snapshot: Snapshot = {}
+    for path in paths:
+        try:
+            snapshot[path] = path.read_bytes()
+        except FileNotFoundError:
+            snapshot[path] = None
+    return snapshot
+
+
+def restore_snapshot(snapshot: Mapping[Path, bytes | None], mode: int = 0o600) -> list[str]:
+    """Put every file back as it was; returns the problems (logged, never raised over the
+    original error)."""
+    problems: list[str] = []
+    for path, data in snapshot.items():
+        try:
+            if data is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            else:
+                atomic_write(path, data, mode)
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+            log.error("could not restore %s: %s", path, exc)
+    return problems
+
+
+def command_argv(command: str | Sequence[str], *, shell: bool) -> list[str]:
+    """The argv of a reload command: a list is used as is; a string is split like a shell would
+    (no shell runs) unless ``shell`` is set, in which case ``/bin/sh -c`` runs it."""
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", command] if shell else shlex.split(command)
+    return list(command)
+
+
+def run_command(argv: Sequence[str], *, timeout: float, step: str) -> None:
+    """Run a reload command; BindError naming ``step`` when it fails, times out or is missing.
+
+    Output is kept out of the message beyond a short tail of stderr (reload commands print
+    paths, not secrets, but we stay short).
+    """
+    try:
+        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BindError(f"{step}: {argv[0]} did not finish within {timeout:g}s") from None
+    except OSError as exc:
+        raise BindError(f"{step}: cannot run {argv[0]}: {exc.strerror or exc}") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise BindError(f"{step}: {argv[0]} exited with {done.returncode}: {tail[0][:200]}")

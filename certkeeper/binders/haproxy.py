@@ -1,0 +1,207 @@
+"""The ``haproxy`` binder: swap a certificate in a running HAProxy through its runtime API.
+
+Example binding::
+
+    [[certificates.bindings]]
+    type = "haproxy"
+    socket = "/run/haproxy/admin.sock"      # or "tcp:127.0.0.1:9999"
+    crt = "/etc/haproxy/certs/mail.pem"     # exactly the path used in the bind line's crt
+    verify = ["127.0.0.1:443"]
+
+Steps (HAProxy 2.2+ runtime API, "set ssl cert" / "commit ssl cert"): open a transaction with
+``set ssl cert <crt> <<`` and the PEM (leaf, chain, key), ``commit ssl cert <crt>``; on any error
+``abort ssl cert <crt>``. No reload, no restart: existing connections keep going. Then the same
+PEM is written to ``<crt>`` atomically (0600) so a restart serves it too, and the endpoints are
+probed. If writing or verification fails, the previous PEM is pushed back the same way and the
+file restored. The socket needs ``level admin``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from certkeeper.binders import probe
+from certkeeper.binders._files import atomic_write, restore_snapshot, take_snapshot
+from certkeeper.config import validate_options
+from certkeeper.errors import BindError, ConfigError, VerifyError
+from certkeeper.model import Bundle, Verification
+from certkeeper.plugins import PluginContext
+
+log = logging.getLogger(__name__)
+
+
+class HaproxyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    socket: str
+    crt: Path
+    timeout: float = Field(default=10, gt=0)
+    verify: tuple[str, ...] = ()
+    settle_seconds: float = Field(default=10, ge=0)
+    probe_timeout: float = Field(default=10, gt=0)
+    mode: int = Field(default=0o600, ge=0, le=0o777)
+
+
+class RuntimeApi:
+    """One command per connection to HAProxy's stats socket (unix path or ``tcp:host:port``)."""
+
+    def __init__(self, address: str, *, timeout: float = 10) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    def _connect(self) -> socket.socket:
+        if self.address.startswith("tcp:") or (":" in self.address and not self.address.startswith("/")):
+            host, _, port = self.address.removeprefix("tcp:").rpartition(":")
+            return socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def command(self, line: str, payload: bytes | None = None) -> str:
+        """Send one command (with an optional ``<<`` payload) and return HAProxy's answer."""
+        data = line.encode()
+        if payload is not None:
+            # the payload ends at the first empty line, so it must not contain one
+            body = b"\n".join(part for part in payload.replace(b"\r\n", b"\n").split(b"\n") if part.strip())
+            data += b" <<\n" + body + b"\n\n"
+        else:
+            data += b"\n"
+        try:
+            with self._connect() as sock:
+                sock.sendall(data)
+                chunks = []
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise BindError(f"HAProxy runtime API {self.address}: {exc.strerror or exc}") from None
+        return b"".join(chunks).decode(errors="replace").strip()
+
+
+class HaproxyBinder:
+    """Sets the certificate through the runtime API, then keeps the file in step."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        socket: str,
+        crt: Path,
+        timeout: float = 10,
+        verify: Sequence[str] = (),
+        settle_seconds: float = 10,
+        probe_timeout: float = 10,
+        mode: int = 0o600,
+        prober: Callable[[Bundle], Verification] | None = None,
+    ) -> None:
+        self.name = name
+        self.api = RuntimeApi(socket, timeout=timeout)
+        self.crt = Path(crt)
+        if not self.crt.is_absolute():
+            raise ConfigError(f"bindings.{name}.crt: must be the absolute path used in haproxy.cfg")
+        self.endpoints = tuple(verify)
+        for endpoint in self.endpoints:
+            probe.parse_endpoint(endpoint)
+        self.settle_seconds = settle_seconds
+        self.probe_timeout = probe_timeout
+        self.mode = mode
+        self._prober = prober
+
+    @classmethod
+    def from_options(cls, name: str, options: Mapping[str, Any], context: PluginContext) -> Self:
+        opts: HaproxyOptions = validate_options(HaproxyOptions, options, where=f"bindings.{name}")
+        return cls(
+            name,
+            socket=opts.socket,
+            crt=opts.crt,
+            timeout=opts.timeout,
+            verify=opts.verify,
+            settle_seconds=opts.settle_seconds,
+            probe_timeout=opts.probe_timeout,
+            mode=opts.mode,
+        )
+
+    @staticmethod
+    def pem(bundle: Bundle) -> bytes:
+        return bundle.fullchain_pem + bundle.key_pem
+
+    def set_certificate(self, pem: bytes) -> None:
+        """``set ssl cert`` + ``commit ssl cert``; ``abort ssl cert`` when either fails."""
+        path = str(self.crt)
+        answer = self.api.command(f"set ssl cert {path}", pem)
+        if "Transaction created" not in answer and "Transaction updated" not in answer:
+            self._abort(path)
+            raise BindError(f"{self.name}: set ssl cert {path}: {_first_line(answer)}")
+        answer = self.api.command(f"commit ssl cert {path}")
+        if "Success!" not in answer:
+            self._abort(path)
+            raise BindError(f"{self.name}: commit ssl cert {path}: {_last_line(answer)}")
+
+    def _abort(self, path: str) -> None:
+        try:
+            self.api.command(f"abort ssl cert {path}")
+        except BindError as exc:
+            log.warning("%s: abort ssl cert failed: %s", self.name, exc)
+
+    def deploy(self, bundle: Bundle, previous: Bundle | None) -> None:
+        snapshot = take_snapshot([self.crt])
+        old_pem = snapshot[self.crt]
+        new_pem = self.pem(bundle)
+        self.set_certificate(new_pem)
+        log.info("%s: HAProxy now holds %s in memory", self.name, bundle.fingerprint[:16])
+        try:
+            atomic_write(self.crt, new_pem, self.mode)
+        except OSError as exc:
+            problems = self._roll_back(old_pem, snapshot)
+            raise BindError(f"{self.name}: write {self.crt}: {exc.strerror or exc}{problems}") from None
+        if self.endpoints:
+            verification = self.verify(bundle)
+            if not verification.ok:
+                problems = self._roll_back(old_pem, snapshot)
+                raise VerifyError(
+                    f"{self.name}: verify: {verification.summary()}; previous certificate restored{problems}"
+                )
+
+    def _roll_back(self, old_pem: bytes | None, snapshot: Mapping[Path, bytes | None]) -> str:
+        problems = restore_snapshot(snapshot, self.mode)
+        if old_pem is not None:
+            try:
+                self.set_certificate(old_pem)
+            except BindError as exc:
+                problems.append(str(exc))
+        return f" (rollback problems: {'; '.join(problems)})" if problems else ""
+
+    def verify(self, bundle: Bundle) -> Verification:
+        if self._prober is not None:
+            return self._prober(bundle)
+        return probe.verify_endpoints(
+            bundle.fingerprint,
+            self.endpoints,
+            bundle.names,
+            settle_seconds=self.settle_seconds,
+            timeout=self.probe_timeout,
+        )
+
+    def retire(self, previous: Bundle, current: Bundle) -> None:
+        """Nothing to remove: the same path now holds ``current``."""
+
+
+def _first_line(text: str) -> str:
+    return (text.splitlines() or [""])[0][:200]
+
+
+def _last_line(text: str) -> str:
+    return (text.splitlines() or [""])[-1][:200]

@@ -1,0 +1,165 @@
+"""``certkeeper plan`` and ``certkeeper check``: Outlook Anywhere names and endpoint judgement."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
+
+
+def _fail() -> None:
+    # SystemExit, not click's Exit: with standalone_mode=False click *returns* an Exit's code,
+    # and cli.main() does not pass that return value on.
+    sys.exit(1)
+
+
+_STYLE = {
+    "pass": "green",
+    "warn": "yellow",
+    "fail": "red",
+    "error": "red",
+    "warning": "yellow",
+    "info": "cyan",
+}
+
+
+@click.command()
+@click.option(
+    "--external-host", required=True, help="The Outlook Anywhere / OWA namespace, e.g. mail.contoso.com."
+)
+@click.option(
+    "--domain", "domains", multiple=True, help="An SMTP domain that needs autodiscover.<domain> (repeat)."
+)
+@click.option("--legacy-host", help="The legacy name during coexistence with older Exchange.")
+@click.option("--name", "extra_names", multiple=True, help="Any other name to include (repeat).")
+@click.option("--principal", help="The msstd: principal (default msstd:<external host>).")
+@click.option(
+    "--public/--internal",
+    "public_ca",
+    default=True,
+    show_default=True,
+    help="Whether a public CA (no internal names) or an internal CA (AD CS) issues it.",
+)
+@click.option(
+    "--key-type",
+    type=click.Choice([k.value for k in KeyType]),
+    default=DEFAULT_KEY_TYPE.value,
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan(
+    external_host: str,
+    domains: tuple[str, ...],
+    legacy_host: str | None,
+    extra_names: tuple[str, ...],
+    principal: str | None,
+    public_ca: bool,
+    key_type: str,
+    as_json: bool,
+) -> None:
+    """The names an Outlook Anywhere certificate needs, its msstd: principal, and warnings.
+
+    Exit status 1 when a note is an error (e.g. internal names with a public CA).
+    """
+    from certkeeper.outlook.planner import plan as make_plan
+
+    result = make_plan(
+        external_host,
+        domains,
+        legacy_host=legacy_host,
+        principal=principal,
+        public_ca=public_ca,
+        key_type=KeyType(key_type),
+        extra_names=extra_names,
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        table = Table(title="Certificate names", show_lines=False)
+        table.add_column("#", justify="right")
+        table.add_column("Name")
+        table.add_column("Why")
+        for index, name in enumerate(result.names, 1):
+            why = (
+                "Subject CN + SAN (Outlook Anywhere, OWA, EWS, ...)"
+                if index == 1
+                else (
+                    "Autodiscover"
+                    if name.startswith("autodiscover.")
+                    else "legacy namespace"
+                    if legacy_host and name == legacy_host.lower()
+                    else "extra name"
+                )
+            )
+            table.add_row(str(index), name, why)
+        console.print(table)
+        console.print(f"Principal: [bold]{result.principal}[/bold]")
+        console.print(f'  Set-OutlookProvider EXPR -CertPrincipalName "{result.principal}"', markup=False)
+        if result.notes:
+            notes = Table(title="Notes")
+            notes.add_column("Severity")
+            notes.add_column("Code")
+            notes.add_column("Message", overflow="fold")
+            for note in result.notes:
+                notes.add_row(f"[{_STYLE[note.severity]}]{note.severity}[/]", note.code, note.message)
+            console.print(notes)
+    if not result.ok:
+        _fail()
+
+
+@click.command()
+@click.argument("url")
+@click.option("--connect", metavar="HOST:PORT", help="Probe this server (behind the load balancer) instead.")
+@click.option("--principal", help="The msstd: principal to match (default msstd:<URL host>).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust these roots only.")
+@click.option("--name", "names", multiple=True, help="Another name the certificate must cover (repeat).")
+@click.option("--timeout", type=float, default=10, show_default=True, help="Seconds per connection.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(
+    url: str,
+    connect: str | None,
+    principal: str | None,
+    ca_file: str | None,
+    names: tuple[str, ...],
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Judge an Outlook Anywhere endpoint as Outlook would.
+
+    Exit status 0 when every item passes (warnings allowed), 1 when any fails.
+    """
+    from certkeeper.outlook.checker import check as run_check
+
+    report = run_check(
+        url, connect=connect, principal=principal, ca_file=ca_file, names=names, timeout=timeout
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        table = Table(title=f"{report.url} via {report.connect}")
+        table.add_column("Result")
+        table.add_column("Check")
+        table.add_column("Detail", overflow="fold")
+        for item in report.items:
+            style = _STYLE[item.status.value]
+            table.add_row(f"[{style}]{item.status.value.upper()}[/]", item.title, item.detail)
+        console.print(table)
+        failures = report.failures()
+        console.print(
+            "[green]Outlook would connect.[/]"
+            if not failures
+            else f"[red]{len(failures)} check(s) failed.[/]"
+        )
+    if not report.ok:
+        _fail()
