@@ -12,10 +12,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field
 
 from certkeeper.binders import probe
-from certkeeper.binders._pfx import SCHANNEL_CSP, build_pfx, set_csp_name
+from certkeeper.binders._pfx import SCHANNEL_CSP, set_csp_name
 from certkeeper.binders.powershell import ExchangeVersion, LocalRunner, RemoteRunner, Runner
 from certkeeper.errors import ConfigError
 from certkeeper.model import Bundle, Verification
+from certkeeper.pki.pfx import build_pfx
 from certkeeper.plugins import StateStore
 
 #: (bundle, endpoints) -> what the endpoints serve; the default probes by TLS handshake
@@ -57,7 +58,7 @@ def make_pfx(
         bundle.chain_pem,
         password=password.encode(),
         encryption=encryption,
-        friendly_name=friendly_name,
+        friendly_name=friendly_name.encode(),
     )
     if _is_rsa(bundle.cert_pem):
         # CNG keys break OWA/ECP forms logon (KB3032024); the SChannel CSP is RSA-only.

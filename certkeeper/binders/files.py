@@ -34,10 +34,10 @@ from certkeeper.binders._files import (
     run_command,
     take_snapshot,
 )
-from certkeeper.binders._pfx import build_pfx
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError
 from certkeeper.model import Bundle, Verification
+from certkeeper.pki.pfx import build_pfx
 from certkeeper.plugins import PluginContext
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class FilesBinder:
                     bundle.chain_pem,
                     password=self._pfx_password().encode(),
                     encryption=self.pfx_encryption,
-                    friendly_name=self.pfx_friendly_name or f"certkeeper {bundle.certificate_id}",
+                    friendly_name=(self.pfx_friendly_name or f"certkeeper {bundle.certificate_id}").encode(),
                 )
         return out
 

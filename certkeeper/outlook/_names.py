@@ -1,7 +1,7 @@
-"""Small hostname helpers for the Outlook planner and checker.
+"""Lenient hostname helpers for the Outlook planner and checker.
 
-Stand-in for ``certkeeper.names`` (``covers(pattern, host)`` and the internal-name rule) until
-that module lands; the lead points the imports there and deletes this file.
+They read names from served certificates and operator input that may be invalid, so they never
+raise; matching itself is :func:`certkeeper.names.covers`.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ def normalize(name: str) -> str:
 
 
 def covers(pattern: str, host: str) -> bool:
-    """Whether certificate name ``pattern`` covers ``host`` (RFC 6125 §6.4.3: a wildcard only as
-    the whole left-most label, covering exactly one label)."""
-    pattern, host = normalize(pattern), normalize(host)
-    if pattern.startswith("*."):
-        first, _, rest = host.partition(".")
-        return bool(first) and first != "*" and rest == pattern[2:] and "." in pattern[2:]
-    return pattern == host
+    """Whether certificate name ``pattern`` covers ``host`` (RFC 6125 §6.4.3); see
+    :func:`certkeeper.names.covers`, which this calls."""
+    from certkeeper import names
+
+    return names.covers(pattern, host)
 
 
 @lru_cache(maxsize=1)

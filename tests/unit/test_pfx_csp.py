@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from certkeeper.binders._pfx import SCHANNEL_CSP, build_pfx, set_csp_name
+from certkeeper.binders._pfx import SCHANNEL_CSP, set_csp_name
 from certkeeper.errors import InputError
+from certkeeper.pki.pfx import build_pfx
 from tests.fixtures.gateways import TestPKI
 
 
@@ -25,7 +26,7 @@ def test_csp_attribute_is_what_openssl_writes_and_the_mac_still_verifies(
         bundle.chain_pem,
         password=password.encode(),
         encryption=encryption,
-        friendly_name="certkeeper mail",
+        friendly_name=b"certkeeper mail",
     )  # type: ignore[arg-type]
     tagged = set_csp_name(pfx, password.encode())
     # cryptography checks the MAC on load: a wrong recomputation fails here
