@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from certkeeper.clock import Clock
@@ -169,6 +170,30 @@ class Repository:
         source: str,
         renew_before_seconds: int | None = None,
         bindings: list[dict[str, Any]] | None = None,
+    ) -> None:
+        for attempt in (1, 2):
+            try:
+                self._upsert_certificate(
+                    cert_id, names=names, issuer=issuer, key_type=key_type, source=source,
+                    renew_before_seconds=renew_before_seconds, bindings=bindings,
+                )
+                return
+            except IntegrityError:
+                # several CAS nodes sync the same config at once: another inserted the row first,
+                # so the second attempt updates it
+                if attempt == 2:
+                    raise
+
+    def _upsert_certificate(
+        self,
+        cert_id: str,
+        *,
+        names: Sequence[str],
+        issuer: str,
+        key_type: str,
+        source: str,
+        renew_before_seconds: int | None,
+        bindings: list[dict[str, Any]] | None,
     ) -> None:
         now = self.clock.now()
         with self.session() as session:
@@ -359,6 +384,17 @@ class Repository:
             self.get_certificate(session, cert_id)  # NotFound for an unknown id, not "someone holds it"
             return False
 
+    def extend_certificate_leases(self, holder: str, ttl: timedelta) -> int:
+        """Push back the expiry of every certificate lease ``holder`` holds (a live daemon's heartbeat)."""
+        now = self.clock.now()
+        with self.session() as session:
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                update(CertificateRow)
+                .where(CertificateRow.lease_holder == holder, CertificateRow.lease_expires_at >= now)
+                .values(lease_expires_at=now + ttl)
+            )
+            return int(result.rowcount)
+
     def release_certificate_lease(self, cert_id: str, holder: str) -> None:
         with self.session() as session:
             session.execute(
@@ -380,7 +416,13 @@ class Repository:
                 return True
             if session.get(LeaseRow, name) is not None:
                 return False
-            session.add(LeaseRow(name=name, holder=holder, acquired_at=now, expires_at=now + ttl))
+        # the first taker inserts the row; two nodes starting at once race here, and the loser's
+        # INSERT violates the primary key: it does not hold the lease (not an error)
+        try:
+            with self.session() as session:
+                session.add(LeaseRow(name=name, holder=holder, acquired_at=now, expires_at=now + ttl))
+        except IntegrityError:
+            return False
         return True
 
     def release_lease(self, name: str, holder: str) -> None:
