@@ -139,6 +139,9 @@ class Service:
         self.clock = clock or SystemClock()
         self.node = node or config.settings.daemon.node or ""
         self.holder = f"{self.node or default_node_name()}:{os.getpid()}"
+        #: the certificate row lease's TTL; the daemon sets its (shorter) lease TTL and extends the
+        #: leases it holds with every heartbeat, so a killed node blocks the others only that long
+        self.issue_lease_ttl = ISSUE_LEASE_TTL
         self._issuers: dict[str, Issuer] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -271,17 +274,31 @@ class Service:
             source=existing.source if existing else "cli",
             renew_before_seconds=existing.renew_before_seconds if existing else None,
         )
-        return self.issue_certificate(cert_id, progress=progress)
+        outcome = self.issue_certificate(cert_id, progress=progress)
+        assert outcome is not None  # only a still_due check returns None
+        return outcome
 
     def issue_certificate(
-        self, cert_id: str, *, progress: Callable[[str], None] = lambda _step: None, reason: str = "requested"
-    ) -> IssueOutcome:
-        """Issue (or resume issuing) the certificate ``cert_id`` under its row lease."""
-        if not self.repository.acquire_certificate_lease(cert_id, self.holder, ISSUE_LEASE_TTL):
+        self,
+        cert_id: str,
+        *,
+        progress: Callable[[str], None] = lambda _step: None,
+        reason: str = "requested",
+        still_due: Callable[[], bool] | None = None,
+    ) -> IssueOutcome | None:
+        """Issue (or resume issuing) the certificate ``cert_id`` under its row lease.
+
+        ``still_due`` is asked once the lease is held: a decision taken before may be stale (another
+        node renewed in between), and a False answer returns None without asking the CA.
+        """
+        if not self.repository.acquire_certificate_lease(cert_id, self.holder, self.issue_lease_ttl):
             raise ConcurrencyError(
                 f"certificate {cert_id!r} is being issued by another certkeeper process; try again later"
             )
         try:
+            if still_due is not None and not still_due():
+                log.info("%s: already renewed by another process", cert_id, extra={"cert": cert_id})
+                return None
             return self._issue_locked(cert_id, progress, reason)
         finally:
             self.repository.release_certificate_lease(cert_id, self.holder)
@@ -760,9 +777,13 @@ class Service:
 
         def run(decision: Decision) -> tuple[str, IssueOutcome | None, str | None]:
             cert_id = decision.certificate_id
+            def still_due() -> bool:
+                return any(d.action == "issue" for d in self.decide(self.clock.now(), [cert_id], force=force))
+
             try:
                 outcome = self.issue_certificate(
-                    cert_id, reason=decision.reason, progress=lambda step: progress(f"{cert_id}: {step}")
+                    cert_id, reason=decision.reason, progress=lambda step: progress(f"{cert_id}: {step}"),
+                    still_due=still_due,
                 )
                 return cert_id, outcome, None
             except CertkeeperError as exc:
