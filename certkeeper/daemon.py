@@ -52,6 +52,9 @@ class Daemon:
         self.state: dict[str, Any] = {"last_reconcile_ts": 0.0, "last_reconcile_errors": 0, "issuer": False}
         self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
         self.service = Service.open(config, create=True, migrate=False, node=self.node)
+        # a certificate being issued is leased for the daemon's lease TTL, renewed by the heartbeat:
+        # if this process is killed mid-issuance, another node resumes within the TTL (not 15 minutes)
+        self.service.issue_lease_ttl = self.ttl
         self.shared_store = self.service.repository.sessions.kw["bind"].dialect.name != "sqlite"
         # SQLite: one daemon per store. PostgreSQL: one daemon per node name.
         self.instance_lease = f"daemon:{self.node}" if self.shared_store else "daemon"
@@ -86,6 +89,12 @@ class Daemon:
             self.stop_event.set()
             return
         repo.heartbeat(self.node, host=self.host, version=__version__, pid=os.getpid())
+        # keep what this daemon holds alive between reconcile passes (which may be minutes apart):
+        # the issuer lease stays with one live node, and a long issuance keeps its certificate lease
+        if self.state["issuer"] and not repo.acquire_lease(ISSUER_LEASE, self.holder, self.ttl):
+            log.warning("lost the issuer lease to another node")
+            self.state["issuer"] = False
+        repo.extend_certificate_leases(self.service.holder, self.ttl)
 
     # -- jobs -------------------------------------------------------------------------------------
 
