@@ -164,7 +164,7 @@ class Daemon:
     # -- main loop --------------------------------------------------------------------------------
 
     def run(self) -> int:
-        from certkeeper.scheduler import JobSpec, build_scheduler
+        from certkeeper.scheduler import JobSpec, build_scheduler, soon
 
         self.acquire_instance()
         self.heartbeat()
@@ -178,12 +178,18 @@ class Daemon:
         minutes = self.settings.reconcile_minutes
         now = self.service.clock.now()
         jitter = max(1, int(minutes * 60 / 10))
+        beat = max(2.0, self.ttl.total_seconds() / 3)
+        alerts = min(30.0, minutes * 60)
+        # every interval job gets its first run time: APScheduler 3 adds a job whose next_run_time is
+        # None as *paused* (build_scheduler passes first_run_at through), so without it the heartbeat,
+        # alert delivery, renewal information and verification jobs never ran
         jobs = [
-            JobSpec("heartbeat", self.heartbeat, seconds=max(2.0, self.ttl.total_seconds() / 3)),
+            JobSpec("heartbeat", self.heartbeat, seconds=beat, first_run_at=soon(now, beat)),
             JobSpec("reconcile", self.reconcile, seconds=minutes * 60, jitter=jitter, first_run_at=now),
-            JobSpec("alerts", self.deliver_alerts, seconds=min(30.0, minutes * 60)),
-            JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800),
-            JobSpec("verify", self.verify, seconds=3600, jitter=120),
+            JobSpec("alerts", self.deliver_alerts, seconds=alerts, first_run_at=soon(now, alerts)),
+            JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800,
+                    first_run_at=soon(now, 12 * 3600)),
+            JobSpec("verify", self.verify, seconds=3600, jitter=120, first_run_at=soon(now, 3600)),
             JobSpec("digest", self.digest, cron_hour=self.config.settings.alerts.digest_hour, jitter=600),
         ]
         scheduler = build_scheduler(jobs)
