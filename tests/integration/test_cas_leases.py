@@ -1,0 +1,116 @@
+"""Leases for CAS arrays, on SQLite and on PostgreSQL (skipped with a message where absent):
+nodes racing for a new lease, certificate leases a live daemon keeps alive, and a renewal decided
+before another node finished it never ordered again."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certkeeper.clock import FrozenClock
+from certkeeper.config import parse
+from certkeeper.service import Service
+
+START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+_OPENED: list[Service] = []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    try:
+        yield url
+    finally:
+        while _OPENED:  # close every pooled connection before the schema is dropped
+            _OPENED.pop().repository.sessions.kw["bind"].dispose()
+
+
+def _service(tmp_path: Path, url: str, clock: FrozenClock, node: str) -> Service:
+    config = parse(
+        {"store": {"url": url}, "issuers": {"internal": {"type": "internal-ca", "validity_days": 9}},
+         "certificates": [{"id": "mail", "names": ["mail.contoso.com"]}]},
+        data_dir=tmp_path / "data",
+    )
+    service = Service.open(config, clock=clock, node=node)
+    _OPENED.append(service)
+    return service
+
+
+def test_nodes_racing_for_a_new_lease_get_one_winner_and_no_error(tmp_path: Path, store_url: str) -> None:
+    clock = FrozenClock(START)
+    services = [_service(tmp_path, store_url, clock, f"cas0{i}") for i in range(1, 7)]
+    barrier = threading.Barrier(len(services))
+    results: dict[str, Any] = {}
+
+    def take(service: Service) -> None:
+        barrier.wait()
+        try:
+            results[service.node] = service.repository.acquire_lease("issuer", service.holder, timedelta(seconds=10))
+        except Exception as exc:  # the assertion below shows it
+            results[service.node] = exc
+
+    threads = [threading.Thread(target=take, args=(service,)) for service in services]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(map(str, results.values())) == ["False"] * 5 + ["True"], results
+    winner = next(node for node, held in results.items() if held is True)
+    holder = services[0].repository.lease_holder("issuer")
+    assert holder is not None and holder[0].startswith(f"{winner}:")
+
+
+def test_a_live_daemon_keeps_its_certificate_lease_and_a_dead_one_loses_it_after_the_ttl(
+    tmp_path: Path, store_url: str
+) -> None:
+    clock = FrozenClock(START)
+    first = _service(tmp_path, store_url, clock, "cas01")
+    second = _service(tmp_path, store_url, clock, "cas02")
+    first.sync_config()
+    ttl = timedelta(seconds=10)
+    repo = first.repository
+    assert repo.acquire_certificate_lease("mail", first.holder, ttl)
+    for _ in range(3):  # heartbeats every few seconds keep a long issuance leased
+        clock.advance(timedelta(seconds=8))
+        assert repo.extend_certificate_leases(first.holder, ttl) == 1
+        assert not second.repository.acquire_certificate_lease("mail", second.holder, ttl)
+    # the holder is killed: no more heartbeats; another node takes over one TTL later, not 15 minutes
+    clock.advance(timedelta(seconds=9))
+    assert not second.repository.acquire_certificate_lease("mail", second.holder, ttl)
+    clock.advance(timedelta(seconds=2))
+    assert repo.extend_certificate_leases(first.holder, ttl) == 0  # an expired lease is not revived
+    assert second.repository.acquire_certificate_lease("mail", second.holder, ttl)
+
+
+def test_a_renewal_another_node_finished_meanwhile_is_not_ordered_again(tmp_path: Path, store_url: str) -> None:
+    clock = FrozenClock(START)
+    first = _service(tmp_path, store_url, clock, "cas01")
+    second = _service(tmp_path, store_url, clock, "cas02")
+    report = first.reconcile(deploy=False)
+    assert [outcome.revision for outcome in report.issued] == [1]
+    clock.advance(timedelta(days=5))  # a 9-day certificate renews at half its life
+    # cas01 decided to renew (say just before its issuer lease lapsed) ...
+    assert [d.action for d in first.decide(clock.now())] == ["issue"]
+    # ... but cas02, the new issuer, renewed first
+    renewed = second.reconcile(deploy=False)
+    assert [outcome.revision for outcome in renewed.issued] == [2]
+
+    def still_due() -> bool:
+        return any(d.action == "issue" for d in first.decide(clock.now(), ["mail"]))
+
+    # under the certificate lease cas01 checks again and asks the CA for nothing
+    assert first.issue_certificate("mail", still_due=still_due) is None
+    with first.repository.session() as session:
+        current = first.repository.current_revision(session, "mail")
+        assert current is not None and current.number == 2
+        assert first.repository.next_revision_number(session, "mail") == 3
