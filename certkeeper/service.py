@@ -764,7 +764,10 @@ class Service:
         from concurrent.futures import ThreadPoolExecutor
 
         now = now or self.clock.now()
-        if not dry_run:
+        if not dry_run and issue:
+            # in a CAS array only the issuer writes the config into the store: nodes whose config
+            # differs for a while (an upgrade in progress) must not flip the spec back and forth,
+            # each flip being a "spec changed" re-issuance
             self.sync_config()
         for cert_id in cert_ids or []:
             if self.repository.find_certificate(cert_id) is None:
