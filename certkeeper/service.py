@@ -906,6 +906,12 @@ class Service:
         if not order or not self.node:
             return None
         before = order[: order.index(self.node)] if self.node in order else order
+        # only nodes that deploy this certificate gate it: a canary with no binding for it never
+        # verifies it, and must not hold the other nodes back forever
+        bindings = self.repository.get_certificate(session, cert_id).bindings or []
+        targets = {str(binding.get("node") or "all") for binding in bindings}
+        if "all" not in targets:
+            before = [node for node in before if node in targets]
         stale = now - timedelta(seconds=3 * self.config.settings.daemon.lease_ttl_seconds)
         for node in before:
             alive = session.scalars(select(NodeRow).where(NodeRow.name == node, NodeRow.heartbeat_at >= stale)).first()

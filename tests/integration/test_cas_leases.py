@@ -114,3 +114,46 @@ def test_a_renewal_another_node_finished_meanwhile_is_not_ordered_again(tmp_path
         current = first.repository.current_revision(session, "mail")
         assert current is not None and current.number == 2
         assert first.repository.next_revision_number(session, "mail") == 3
+
+
+def _array_service(tmp_path: Path, url: str, clock: FrozenClock, node: str, names: list[str],
+                   bindings: list[dict[str, Any]]) -> Service:
+    config = parse(
+        {"store": {"url": url}, "issuers": {"internal": {"type": "internal-ca", "validity_days": 9}},
+         "certificates": [{"id": "owa", "names": names, "bindings": bindings}],
+         "daemon": {"canary": "cas01", "rollout_order": ["cas01", "cas02", "cas03"]}},
+        data_dir=tmp_path / "data",
+    )
+    service = Service.open(config, clock=clock, node=node)
+    _OPENED.append(service)
+    return service
+
+
+def test_a_canary_without_a_binding_for_the_certificate_does_not_hold_the_rollout(
+    tmp_path: Path, store_url: str
+) -> None:
+    clock = FrozenClock(START)
+    out = tmp_path / "cas02"
+    bindings = [{"type": "files", "node": "cas02", "fullchain": str(out / "fullchain.pem"),
+                 "key": str(out / "key.pem")}]
+    canary = _array_service(tmp_path, store_url, clock, "cas01", ["owa.contoso.com"], bindings)
+    second = _array_service(tmp_path, store_url, clock, "cas02", ["owa.contoso.com"], bindings)
+    for service in (canary, second):
+        service.repository.heartbeat(service.node, host="localhost", version="test", pid=1)
+    assert canary.reconcile().issued  # the canary issues; it has nothing to deploy for "owa"
+    results = second.deploy("owa")
+    assert [(r.ok, r.skipped) for r in results] == [(True, False)], results
+    assert (out / "fullchain.pem").read_bytes() == second.bundle("owa").fullchain_pem
+
+
+def test_only_the_issuer_writes_the_config_into_the_store(tmp_path: Path, store_url: str) -> None:
+    clock = FrozenClock(START)
+    issuer = _array_service(tmp_path, store_url, clock, "cas01", ["owa.contoso.com"], [])
+    lagging = _array_service(tmp_path, store_url, clock, "cas02", ["owa.contoso.com", "old.contoso.com"], [])
+    assert [o.revision for o in issuer.reconcile(issue=True).issued] == [1]
+    # a node with an older config deploys but does not flip the spec: an issuer deciding right
+    # after such a flip would order a certificate with the lagging node's names
+    lagging.reconcile(issue=False)
+    with issuer.repository.session() as session:
+        assert issuer.repository.get_certificate(session, "owa").names == ["owa.contoso.com"]
+    assert issuer.decide(clock.now())[0].action == "wait"
