@@ -240,12 +240,12 @@ class Service:
                 "no names given: pass them (certkeeper issue mail.contoso.com autodiscover.contoso.com) "
                 "or configure [outlook_anywhere] external_host and domains"
             )
+        from certkeeper.outlook.planner import plan_from_settings
+
         # the external host, autodiscover.<domain> per accepted domain, the legacy name in coexistence
-        # (reference/exchange.md §1.2); `certkeeper plan` explains each and warns
-        names = [oa.external_host, *(f"autodiscover.{domain}" for domain in oa.domains)]
-        if oa.legacy_host:
-            names.append(oa.legacy_host)
-        names.extend(oa.extra_names)
+        # (reference/exchange.md §1.2); `certkeeper plan` shows the same plan with its warnings
+        names = list(plan_from_settings(oa).names)
+        names.extend(name for name in oa.extra_names if name not in names)
         return tuple(names)
 
     # -- issuing ------------------------------------------------------------------------------------
@@ -932,15 +932,23 @@ class Service:
         verification = None
         error: str | None = None
         binder = self.binder(cert_id, key, binding)
+        # Binder contract: a deploy that raises has put the previous state back itself (the files
+        # binder restores files and reloads; Exchange re-enables the old thumbprint). A deploy that
+        # succeeded but whose result does not verify is rolled back here.
+        restored_by_binder = False
         try:
             binder.deploy(bundle, previous)
-            verification = binder.verify(bundle)
-            if not verification.ok:
-                error = f"verification failed: {verification.summary()}"
         except CertkeeperError as exc:  # BindError, VerifyError, a secret that cannot be resolved...
-            error = str(exc)
+            error, restored_by_binder = str(exc), True
+        if error is None:
+            try:
+                verification = binder.verify(bundle)
+                if not verification.ok:
+                    error = f"verification failed: {verification.summary()}"
+            except CertkeeperError as exc:
+                error = f"verification failed: {exc}"
         if error is not None:
-            if previous is not None:
+            if previous is not None and not restored_by_binder:
                 try:
                     binder.deploy(previous, bundle)
                     error += f"; rolled back to revision {previous.revision}"
