@@ -157,9 +157,19 @@ class Network(acme_client.ClientNetwork):
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         bad_nonces = 0
         busy = 0
+        dropped = 0
         while True:
             try:
                 return self._post_once(*args, **kwargs)
+            except requests.exceptions.ConnectionError as error:
+                # A keep-alive connection the server closed while idle fails on reuse before
+                # the request is read ("Remote end closed connection"); a fresh one works. A
+                # request that did arrive was signed with a now-spent nonce and comes back as
+                # badNonce, so repeating cannot apply it twice.
+                if dropped >= 2 or not _is_dropped_connection(error):
+                    raise
+                dropped += 1
+                log.debug("connection dropped by the server, retrying: %s", error)
             except messages.Error as error:
                 if problem_code(error) == "badNonce" and bad_nonces < self.bad_nonce_retries:
                     bad_nonces += 1
@@ -184,6 +194,11 @@ class Network(acme_client.ClientNetwork):
                     raise self._give_up(error) from None
                 busy += 1
                 self.deadline.sleep(delay, "ACME request")
+
+
+def _is_dropped_connection(error: requests.exceptions.ConnectionError) -> bool:
+    text = str(error)
+    return "RemoteDisconnected" in text or "Connection reset" in text or "Connection aborted" in text
 
 
 def links(response: requests.Response, relation: str) -> list[str]:

@@ -45,7 +45,10 @@ class _AccountGone(Exception):
 
 
 def _status(resource: Any) -> str:
-    return str(resource.status.name) if resource.status is not None else ""
+    status = resource.status
+    if status is None:
+        return ""
+    return str(getattr(status, "name", status))
 
 
 def build_solvers(options: AcmeOptions, context: PluginContext) -> dict[str, ChallengeSolver]:
