@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, Self
 
 import requests
+from acme import errors as acme_errors
 from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -333,6 +334,12 @@ class AcmeIssuer:
             order, _ = session.fetch(url, Order.from_json)
         except messages.Error as exc:
             log.info("saved order %s cannot be resumed (%s); placing a new one", url, problem_code(exc))
+            return None
+        except acme_errors.ClientError:
+            response = session.net.last_response
+            if response is None or response.status_code not in (404, 410):
+                raise
+            log.info("saved order %s is gone (HTTP %d); placing a new one", url, response.status_code)
             return None
         status = _status(order)
         expired = order.expires is not None and order.expires <= self.context.clock.now()
