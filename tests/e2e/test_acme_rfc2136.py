@@ -65,7 +65,7 @@ def test_rfc2136_wrong_tsig_key_is_refused(pebble_bind: Pebble, bind: Bind, tmp_
 
     wrong = base64.b64encode(b"x" * 32).decode()
     issuer = issuer_for(pebble_bind, bind, tmp_path, secret=wrong)
-    with pytest.raises(IssuanceError, match="TSIG|NOTAUTH|REFUSED") as caught:
+    with pytest.raises(IssuanceError, match=r"TSIG|NOTAUTH|REFUSED") as caught:
         issue(issuer, ("wrongkey.contoso.test",))
     assert wrong not in str(caught.value) and bind.key_secret not in str(caught.value)
     assert caught.value.name == "wrongkey.contoso.test"
