@@ -24,7 +24,7 @@ from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
 APP_NAME = "certkeeper"
 CONFIG_ENV = "CERTKEEPER_CONFIG"
 DATA_DIR_ENV = "CERTKEEPER_DATA_DIR"
-SECRET_KEY_ENV = "CERTKEEPER_SECRET_KEY"
+SECRET_KEY_ENV = "CERTKEEPER_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 DEFAULT_ISSUER = "internal"
 
 

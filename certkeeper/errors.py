@@ -10,7 +10,7 @@ problem) and never contain secrets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -32,6 +32,22 @@ class InvalidName(CertkeeperError):
         super().__init__(f"{name!r}: {message}")
         self.name = name
         self.rule = rule
+
+
+class InvalidNames(InvalidName):
+    """Several hostnames were refused at once; ``errors`` holds one :class:`InvalidName` per bad
+    name, in input order. ``name`` and ``rule`` are those of the first, so code that handles a
+    single :class:`InvalidName` keeps working; the message lists every bad name with its rule."""
+
+    def __init__(self, errors: Sequence[InvalidName]) -> None:
+        if not errors:
+            raise ValueError("InvalidNames needs at least one error")
+        lines = [f"{len(errors)} names refused:"]
+        lines += [f"- {error} [{error.rule}]" for error in errors]
+        CertkeeperError.__init__(self, "\n".join(lines))
+        self.name = errors[0].name
+        self.rule = errors[0].rule
+        self.errors = tuple(errors)
 
 
 class InputError(CertkeeperError):

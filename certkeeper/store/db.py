@@ -57,7 +57,7 @@ def make_engine(url: str) -> Engine:
         kwargs["pool_recycle"] = 1800
     try:
         engine = create_engine(parsed, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - missing driver and similar
+    except Exception as exc:
         raise StoreError(f"cannot open store {redact_url(url)}: {exc}") from exc
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -1,7 +1,7 @@
 """initial schema: certificates, revisions, deployments, issuer state, secrets, events, outbox, nodes, leases
 
 Revision ID: 20261130_0001
-Revises: 
+Revises:
 Create Date: 2026-11-30 14:52:22.432292
 """
 
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import certkeeper.store.types
-
 
 revision: str = '20261130_0001'
 down_revision: str | None = None

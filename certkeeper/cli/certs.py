@@ -1,0 +1,210 @@
+"""Certificates: issue, list, show, export, import, remove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json
+from certkeeper.model import KeyType
+
+KEY_TYPES = [key_type.value for key_type in KeyType]
+
+
+def _outcome_dict(outcome: object) -> dict[str, object]:
+    from dataclasses import asdict, is_dataclass
+
+    assert is_dataclass(outcome) and not isinstance(outcome, type)
+    return asdict(outcome)
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--id", "cert_id", help="Certificate id (default: the first name).")
+@click.option("--issuer", help="Issuer name from the config (default: the built-in CA, 'internal').")
+@click.option("--key-type", type=click.Choice(KEY_TYPES), help="Key algorithm (default rsa2048: every Exchange).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def issue(ctx: click.Context, names: tuple[str, ...], cert_id: str | None, issuer: str | None,
+          key_type: str | None, as_json: bool) -> None:
+    """Issue a certificate for NAMES, store it encrypted and keep renewing it.
+
+    With no NAMES, the names come from the [outlook_anywhere] table of the config.
+    """
+    service = open_service(ctx)
+    if not names:
+        names = service.default_names()
+    out = console(stderr=as_json)
+    with out.status("issuing...") as status:
+        def progress(step: str) -> None:
+            status.update(step)
+            out.print(f"  [dim]{step}[/dim]")
+
+        outcome = service.issue(
+            names, cert_id=cert_id, issuer=issuer, key_type=KeyType(key_type) if key_type else None,
+            progress=progress,
+        )
+    if as_json:
+        print_json(_outcome_dict(outcome))
+        return
+    out = console()
+    out.print(
+        f"[bold green]Issued[/bold green] {outcome.certificate_id} (revision {outcome.revision}) by {outcome.issuer}"
+    )
+    out.print(f"  names:        {', '.join(outcome.names)}")
+    out.print(f"  serial:       {outcome.serial}")
+    out.print(f"  sha256:       {outcome.fingerprint}")
+    out.print(f"  valid:        {fmt_time(outcome.not_before)} -> {fmt_time(outcome.not_after)}")
+    out.print(f"  renews after: {fmt_time(outcome.renewal_time)}")
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List managed certificates: names, issuer, expiry, renewal time and health."""
+    from certkeeper.lifecycle.health import health
+    from certkeeper.status import facts_from_overview
+
+    service = open_service(ctx)
+    now = service.clock.now()
+    rows = []
+    for item in service.repository.overview():
+        state, reason = health(facts_from_overview(item), now)
+        rows.append({
+            "id": item.id, "names": list(item.names), "issuer": item.issuer, "not_after": item.not_after,
+            "days_left": days_left(item.not_after, now), "renewal_time": item.renewal_time,
+            "health": state.value, "reason": reason, "serial": item.serial, "revision": item.revision,
+        })
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "NAMES", "ISSUER", "NOT AFTER", "DAYS", "RENEWS", "HEALTH"):
+        table.add_column(column)
+    colours = {"Ready": "green", "Renewing": "cyan", "Expiring": "yellow", "Failing": "red", "Expired": "red"}
+    for row in rows:
+        colour = colours.get(str(row["health"]), "white")
+        table.add_row(
+            str(row["id"]), ", ".join(row["names"]), str(row["issuer"]),  # type: ignore[arg-type]
+            fmt_time(row["not_after"]),  # type: ignore[arg-type]
+            "-" if row["days_left"] is None else f"{row['days_left']:.0f}",
+            fmt_time(row["renewal_time"]),  # type: ignore[arg-type]
+            f"[{colour}]{row['health']}[/{colour}]",
+        )
+    if not rows:
+        console().print("No certificates yet. Issue one: certkeeper issue mail.contoso.com autodiscover.contoso.com")
+        return
+    console().print(table)
+
+
+@click.command()
+@click.argument("cert_id")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--pem", is_flag=True, help="Print the certificate and chain as PEM (never the key).")
+@click.pass_context
+def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
+    """Show one certificate: spec, revisions, deployments and recent events."""
+    from certkeeper.status import describe_certificate
+
+    service = open_service(ctx)
+    if pem:
+        bundle = service.bundle(cert_id)
+        click.echo((bundle.cert_pem + bundle.chain_pem).decode(), nl=False)
+        return
+    data = describe_certificate(service, cert_id)
+    if as_json:
+        print_json(data)
+        return
+    out = console()
+    out.print(f"[bold]{data['id']}[/bold]  {data['health']}: {data['reason']}")
+    out.print(f"  names:   {', '.join(data['names'])}")
+    out.print(f"  issuer:  {data['issuer']}   key: {data['key_type']}")
+    current = data.get("current")
+    if current:
+        out.print(f"  current: revision {current['revision']}, serial {current['serial']}")
+        out.print(f"           valid {fmt_time(current['not_before'])} -> {fmt_time(current['not_after'])}")
+        out.print(f"           renews after {fmt_time(current['renewal_time'])}")
+        out.print(f"           sha256 {current['fingerprint']}")
+    if data.get("last_failure"):
+        out.print(f"  last failure: {data['last_failure']}  next attempt {fmt_time(data.get('next_attempt_at'))}")
+    for deployment in data.get("deployments", []):
+        out.print(
+            f"  binding {deployment['binding']} {deployment['node'] or ''}: {deployment['state']}, "
+            f"serves {deployment['served_fingerprint'] or '-'} (verified {fmt_time(deployment['verified_at'])})"
+        )
+    out.print("  recent events:")
+    for event in data["events"][:10]:
+        out.print(f"    {fmt_time(event['at'])}  {event['kind']}: {event['message']}")
+
+
+@click.command()
+@click.argument("cert_id")
+@click.option("--format", "fmt", type=click.Choice(["pem", "pfx"]), required=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--pfx-encryption", type=click.Choice(["aes256", "legacy"]), default="aes256", show_default=True,
+              help="legacy (3DES/SHA-1) for Windows Server 2016 and older, which cannot import AES PFX.")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the PFX password (default: generate one and print it once).")
+@click.pass_context
+def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encryption: str,
+           password_file: Path | None) -> None:
+    """Write the current certificate, chain and key to a file (mode 0600).
+
+    PEM holds the leaf, the chain and the key. PFX is encrypted with a password.
+    """
+    from certkeeper.pki.pfx import generate_password
+
+    service = open_service(ctx)
+    password: bytes | None = None
+    generated = False
+    if fmt == "pfx":
+        if password_file is not None:
+            password = password_file.read_bytes().rstrip(b"\r\n")
+        else:
+            password, generated = generate_password().encode(), True
+    service.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
+    out = console()
+    out.print(f"Wrote {out_path} ({fmt}{', ' + pfx_encryption if fmt == 'pfx' else ''}, mode 0600)")
+    if generated and password is not None:
+        out.print(f"PFX password (shown once, not stored): [bold]{password.decode()}[/bold]")
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the PFX password.")
+@click.option("--id", "cert_id", help="Certificate id (default: the first name).")
+@click.option("--issuer", default="internal", show_default=True, help="Issuer that renews it from now on.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def import_(ctx: click.Context, file: Path, password_file: Path | None, cert_id: str | None, issuer: str,
+            as_json: bool) -> None:
+    """Bring an existing PEM or PFX (e.g. the Exchange certificate in use today) under management."""
+    service = open_service(ctx)
+    password = password_file.read_bytes().rstrip(b"\r\n") if password_file else None
+    outcome = service.import_file(file.read_bytes(), what=str(file), password=password, cert_id=cert_id, issuer=issuer)
+    if as_json:
+        print_json(_outcome_dict(outcome))
+        return
+    out = console()
+    out.print(f"[bold green]Imported[/bold green] {outcome.certificate_id} (revision {outcome.revision})")
+    out.print(f"  names:        {', '.join(outcome.names)}")
+    out.print(f"  valid until:  {fmt_time(outcome.not_after)}; renews after {fmt_time(outcome.renewal_time)} "
+              f"from issuer {outcome.issuer}")
+
+
+@click.command()
+@click.argument("cert_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def remove(ctx: click.Context, cert_id: str, yes: bool) -> None:
+    """Stop managing CERT_ID and delete its stored revisions and keys (served files stay)."""
+    service = open_service(ctx)
+    if not yes:
+        click.confirm(f"Delete {cert_id} and all its stored keys?", abort=True)
+    service.remove(cert_id)
+    console().print(f"Removed {cert_id}")

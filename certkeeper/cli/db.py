@@ -1,0 +1,98 @@
+"""`certkeeper db` (migrations) and `certkeeper keys` (secrets at rest)."""
+
+from __future__ import annotations
+
+import click
+
+from certkeeper.cli.common import console, load_config
+
+
+@click.group()
+def db() -> None:
+    """Database migrations."""
+
+
+def _engine(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from certkeeper.store.db import make_engine
+
+    config = load_config(ctx)
+    if not config.settings.store.url:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return make_engine(config.store_url)
+
+
+@db.command()
+@click.argument("revision", default="head")
+@click.pass_context
+def upgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the store to REVISION (default: the latest)."""
+    from certkeeper.store import db as store_db
+
+    engine = _engine(ctx)
+    store_db.upgrade(engine, revision)
+    console().print(f"Store at {store_db.current_revision(engine)}")
+
+
+@db.command()
+@click.argument("revision")
+@click.pass_context
+def downgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the store down to REVISION ('base' removes every table)."""
+    from certkeeper.store import db as store_db
+
+    engine = _engine(ctx)
+    store_db.downgrade(engine, revision)
+    console().print(f"Store at {store_db.current_revision(engine) or 'base'}")
+
+
+@db.command()
+@click.pass_context
+def current(ctx: click.Context) -> None:
+    """Print the store's migration and the one this certkeeper needs."""
+    from certkeeper.store import db as store_db
+
+    engine = _engine(ctx)
+    now, head = store_db.current_revision(engine), store_db.head_revision()
+    state = "up to date" if now == head else "needs 'certkeeper db upgrade'"
+    console().print(f"current {now or 'base'}, head {head}: {state}")
+
+
+@click.group()
+def keys() -> None:
+    """The encryption key for private keys and secrets at rest."""
+
+
+@keys.command()
+@click.pass_context
+def rotate(ctx: click.Context) -> None:
+    """Re-encrypt every stored secret under a new key, then retire the old key.
+
+    The key file keeps both keys until every row is re-encrypted, so a crash at any point loses
+    nothing. With $CERTKEEPER_SECRET_KEY, the new key is printed for you to store instead.
+    """
+    import os
+
+    from certkeeper.errors import SecretKeyError
+    from certkeeper.secrets import Sealer, generate_key, read_key_file, write_key_file
+    from certkeeper.service import Service
+
+    config = load_config(ctx)
+    service = Service.open(config, create=False)
+    old_keys = service.repository.sealer.keys
+    new_key = generate_key()
+    from_env = bool(os.environ.get("CERTKEEPER_SECRET_KEY"))
+    if not from_env:
+        if read_key_file(config.secret_key_file) != old_keys:
+            raise SecretKeyError(f"{config.secret_key_file} changed while rotating; nothing done")
+        write_key_file(config.secret_key_file, [new_key, *old_keys])
+    count = service.repository.reseal_all(Sealer([new_key, *old_keys]))
+    if not from_env:
+        write_key_file(config.secret_key_file, [new_key])
+    service.repository.record_event("keys_rotated", f"{count} secrets re-encrypted under a new key")
+    out = console()
+    out.print(f"Re-encrypted {count} stored secrets under a new key.")
+    if from_env:
+        out.print("Set CERTKEEPER_SECRET_KEY to this new key (shown once):")
+        click.echo(new_key.decode())
+    else:
+        out.print(f"New key written to {config.secret_key_file}; back it up.")

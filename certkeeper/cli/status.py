@@ -1,0 +1,83 @@
+"""`certkeeper status` and `certkeeper deploy`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json
+
+
+@click.command()
+@click.option("--nodes", is_flag=True, help="A certificate x node matrix: what each CAS node serves.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
+    """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts."""
+    from certkeeper.status import node_matrix, status_report
+
+    service = open_service(ctx)
+    if nodes:
+        matrix = node_matrix(service)
+        if as_json:
+            print_json(matrix)
+            return
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for column in ("CERTIFICATE", "NODE", "BINDING", "REVISION", "SERVED", "VERIFIED", "DRIFT", "HEARTBEAT"):
+            table.add_column(column)
+        for row in matrix["rows"]:
+            drift = "[red]yes[/red]" if row["drift"] else "no"
+            table.add_row(
+                row["certificate"], row["node"] or "-", row["binding"], str(row["revision"] or "-"),
+                (row["served_fingerprint"] or "-")[:16], fmt_time(row["verified_at"]), drift,
+                fmt_time(row["heartbeat_at"]),
+            )
+        console().print(table)
+        return
+    report = status_report(service)
+    if as_json:
+        print_json(report)
+        return
+    out = console()
+    now = service.clock.now()
+    colours = {"Ready": "green", "Renewing": "cyan", "Expiring": "yellow", "Failing": "red", "Expired": "red"}
+    for cert in report["certificates"]:
+        colour = colours.get(cert["health"], "white")
+        left = days_left(cert.get("not_after"), now)
+        out.print(f"[bold]{cert['id']}[/bold] [{colour}]{cert['health']}[/{colour}]: {cert['reason']}")
+        out.print(f"  expires {fmt_time(cert.get('not_after'))} ({'-' if left is None else f'{left:.0f}'} days), "
+                  f"renews after {fmt_time(cert.get('renewal_time'))}")
+        if cert.get("last_failure"):
+            out.print(f"  last failure: {cert['last_failure']} (next attempt {fmt_time(cert.get('next_attempt_at'))})")
+        for dep in cert["deployments"]:
+            match = "serves current" if dep["serves_current"] else "[red]serves something else[/red]"
+            out.print(f"  {dep['binding']}{'@' + dep['node'] if dep['node'] else ''}: {dep['state']}, {match} "
+                      f"({(dep['served_fingerprint'] or '-')[:16]}, verified {fmt_time(dep['verified_at'])})")
+    if not report["certificates"]:
+        out.print("No certificates under management.")
+    out.print(f"Alerts waiting: {report['pending_alerts']}")
+
+
+@click.command()
+@click.argument("cert_ids", nargs=-1)
+@click.option("--force", is_flag=True, help="Deploy again even if already deployed and verified.")
+@click.pass_context
+def deploy(ctx: click.Context, cert_ids: tuple[str, ...], force: bool) -> None:
+    """Deploy the current revision to this node's bindings, verify what is served, roll back on failure."""
+    service = open_service(ctx)
+    out = console()
+    failed = False
+    for cert_id in cert_ids or tuple(service.repository.certificate_ids()):
+        for result in service.deploy(cert_id, force=force):
+            if result.skipped:
+                out.print(f"{cert_id}/{result.binding}: {result.message}")
+            elif result.ok:
+                out.print(f"{cert_id}/{result.binding}: [green]deployed[/green] ({result.message})")
+            else:
+                failed = True
+                out.print(f"{cert_id}/{result.binding}: [red]failed[/red]: {result.message}")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,213 @@
+"""The daemon: one per CAS node, in the foreground (systemd, a Windows service, a container).
+
+It refuses to start on a store that is not at the migration head, or when another daemon already
+holds the store (SQLite) or this node's name (PostgreSQL). One daemon at a time holds the "issuer"
+lease and orders certificates; every daemon deploys and verifies its own node's bindings.
+SIGTERM/SIGINT let the running step finish, then exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from certkeeper import __version__
+from certkeeper.config import Config
+from certkeeper.errors import CertkeeperError, ConcurrencyError
+from certkeeper.service import Service, default_node_name
+
+log = logging.getLogger(__name__)
+
+ISSUER_LEASE = "issuer"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Daemon:
+    def __init__(self, config: Config, *, node: str | None = None, once: bool = False) -> None:
+        self.config = config
+        self.settings = config.settings.daemon
+        self.node = node or self.settings.node or default_node_name()
+        self.host = socket.gethostname()
+        self.holder = f"{self.host}:{os.getpid()}:{self.node}"
+        self.once = once
+        self.stop_event = threading.Event()
+        self.state: dict[str, Any] = {"last_reconcile_ts": 0.0, "last_reconcile_errors": 0, "issuer": False}
+        self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
+        self.service = Service.open(config, create=True, migrate=False, node=self.node)
+        self.shared_store = self.service.repository.sessions.kw["bind"].dialect.name != "sqlite"
+        # SQLite: one daemon per store. PostgreSQL: one daemon per node name.
+        self.instance_lease = f"daemon:{self.node}" if self.shared_store else "daemon"
+
+    # -- instance lock --------------------------------------------------------------------------
+
+    def acquire_instance(self) -> None:
+        repo = self.service.repository
+        if repo.acquire_lease(self.instance_lease, self.holder, self.ttl):
+            return
+        current = repo.lease_holder(self.instance_lease)
+        if current is not None:
+            host, _, rest = current[0].partition(":")
+            pid_text = rest.split(":", 1)[0]
+            if host == self.host and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                log.warning("taking over the lease of a daemon that died (pid %s)", pid_text)
+                repo.release_lease(self.instance_lease, current[0])
+                if repo.acquire_lease(self.instance_lease, self.holder, self.ttl):
+                    return
+        where = "this store" if not self.shared_store else f"node name {self.node!r}"
+        holder = current[0] if current else "another process"
+        raise ConcurrencyError(
+            f"another certkeeper daemon ({holder}) already runs on {where}; "
+            + ("SQLite stores take one daemon: use PostgreSQL for several CAS nodes" if not self.shared_store
+               else "give each node its own --node name")
+        )
+
+    def heartbeat(self) -> None:
+        repo = self.service.repository
+        if not repo.acquire_lease(self.instance_lease, self.holder, self.ttl):
+            log.error("lost the daemon lease %s; stopping", self.instance_lease)
+            self.stop_event.set()
+            return
+        repo.heartbeat(self.node, host=self.host, version=__version__, pid=os.getpid())
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        repo = self.service.repository
+        try:
+            is_issuer = repo.acquire_lease(ISSUER_LEASE, self.holder, self.ttl)
+            if is_issuer != self.state["issuer"]:
+                log.info("%s the issuer lease", "holding" if is_issuer else "not holding")
+            self.state["issuer"] = is_issuer
+            report = self.service.reconcile(issue=is_issuer, deploy=True)
+            self.state["last_reconcile_errors"] = len(report.failed) + len(report.deploy_failed)
+            self.state["last_reconcile_ts"] = time.time()
+            self.state["last_reconcile_ok"] = report.ok
+            for decision in report.decisions:
+                if decision.action == "blocked":
+                    cert_id = decision.certificate_id
+                    log.info("%s: %s", cert_id, decision.message, extra={"cert": cert_id})
+        except Exception:
+            log.exception("reconcile pass failed")
+            self.state["last_reconcile_errors"] = -1
+        self.deliver_alerts()
+
+    def deliver_alerts(self) -> None:
+        try:
+            self.service.deliver_alerts()
+        except Exception:
+            log.exception("alert delivery failed")
+
+    def refresh_renewal_info(self) -> None:
+        if not self.state["issuer"]:
+            return
+        for cert_id in self.service.repository.certificate_ids():
+            try:
+                self.service.refresh_renewal_info(cert_id)
+            except CertkeeperError as exc:
+                log.warning("%s: renewal information: %s", cert_id, exc, extra={"cert": cert_id})
+            except Exception:
+                log.exception("%s: renewal information failed", cert_id)
+
+    def verify(self) -> None:
+        try:
+            self.service.verify_deployments()
+        except Exception:
+            log.exception("endpoint verification failed")
+
+    def digest(self) -> None:
+        if not self.state["issuer"]:
+            return
+        try:
+            self.service.queue_digest(self.service.clock.now())
+        except Exception:
+            log.exception("digest failed")
+        self.deliver_alerts()
+
+    def health(self) -> dict[str, Any]:
+        ok = self.state.get("last_reconcile_errors", 0) != -1
+        try:
+            self.service.repository.lease_holder(ISSUER_LEASE)
+        except Exception:  # noqa: BLE001
+            ok = False
+        return {
+            "ok": ok, "node": self.node, "issuer": self.state["issuer"], "version": __version__,
+            "last_reconcile": self.state.get("last_reconcile_ts"),
+        }
+
+    # -- main loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from certkeeper.scheduler import JobSpec, build_scheduler
+
+        self.acquire_instance()
+        self.heartbeat()
+        log.info("certkeeper %s daemon started as node %s", __version__, self.node, extra={"node": self.node})
+        if self.once:
+            try:
+                self.reconcile()
+                return 0 if self.state.get("last_reconcile_ok", False) else 1
+            finally:
+                self._release()
+        minutes = self.settings.reconcile_minutes
+        now = self.service.clock.now()
+        jitter = max(1, int(minutes * 60 / 10))
+        jobs = [
+            JobSpec("heartbeat", self.heartbeat, seconds=max(2.0, self.ttl.total_seconds() / 3)),
+            JobSpec("reconcile", self.reconcile, seconds=minutes * 60, jitter=jitter, first_run_at=now),
+            JobSpec("alerts", self.deliver_alerts, seconds=min(30.0, minutes * 60)),
+            JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800),
+            JobSpec("verify", self.verify, seconds=3600, jitter=120),
+            JobSpec("digest", self.digest, cron_hour=self.config.settings.alerts.digest_hour, jitter=600),
+        ]
+        scheduler = build_scheduler(jobs)
+        server = None
+        if self.settings.metrics_address:
+            from certkeeper.metrics import serve
+
+            try:
+                server = serve(self.settings.metrics_address, self.service, self.state, self.health)
+                log.info("metrics and /healthz on http://%s/", self.settings.metrics_address)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s: %s", self.settings.metrics_address, exc)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        scheduler.start()
+        try:
+            while not self.stop_event.wait(1.0):
+                pass
+        finally:
+            log.info("stopping: letting the running step finish")
+            scheduler.shutdown(wait=True)
+            if server is not None:
+                server.shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._release()
+            log.info("daemon stopped")
+        return 0
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def _release(self) -> None:
+        repo = self.service.repository
+        for lease in (ISSUER_LEASE, self.instance_lease):
+            try:
+                repo.release_lease(lease, self.holder)
+            except Exception:  # noqa: BLE001 - the TTL frees it anyway
+                log.warning("could not release lease %s", lease)

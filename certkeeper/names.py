@@ -1,0 +1,509 @@
+"""Hostname rules for certificates: validate, normalise, display and match names.
+
+Every name that goes into a certificate passes through :func:`normalize_name` (or
+:func:`normalize_names` for a whole list) first. The canonical form is what certkeeper stores,
+puts in CSRs and compares: stripped, lower-case, without a trailing dot, with every
+internationalised label converted to its A-label (``bücher.example`` -> ``xn--bcher-kva.example``)
+by IDNA 2008 with the UTS #46 mapping, non-transitional (``ß`` stays ``ß``), as browsers do.
+
+The rules follow what Let's Encrypt's Boulder refuses (``policy/pa.go``) and the CA/Browser Forum
+Baseline Requirements, so that a name refused by a public CA is refused here, before any order,
+with a message an Exchange administrator can act on. Each refusal is an
+:class:`~certkeeper.errors.InvalidName` whose ``rule`` is one of the stable ids in :data:`RULES`.
+
+Internal names. ``allow_internal`` says whether the issuer may sign internal names: ``True`` for
+the built-in CA and AD CS, ``False`` for ACME and any public CA. A name is internal when it has a
+single label (``exch01``, ``localhost``), or when its top-level domain is neither in the ICANN
+section of the Public Suffix List (the offline copy shipped with ``publicsuffixlist``, which lists
+the TLDs delegated in the DNS root) nor one of the testing TLDs of RFC 2606 / RFC 6761 (``test``,
+``example``), or when it ends in ``.arpa`` (reverse-DNS zones, refused by the Baseline
+Requirements from 2026-03-15). So ``.local``, ``.corp``, ``.lan``, ``.internal``, ``.home`` and
+``.localhost`` are internal; ``mail.contoso.test`` is not, because certkeeper's own tests (and
+anyone's) issue for it from Pebble, a test ACME server. ``.invalid`` is internal too: RFC 6761
+§6.4 guarantees it never resolves, so no CA could validate it. The decision is data-driven rather
+than a fixed list of private suffixes, because private suffixes are whatever people invented.
+
+Wildcards. ``*`` may only be the whole left-most label, once, and never directly over a public
+suffix in the ICANN section of the list (``*.com``, ``*.co.uk``, ``*.contoso.ck`` under the
+``*.ck`` rule) or over a single label (``*.local``). Suffixes of the list's private section are not
+refused, as Boulder does not refuse them: their operator (``github.io``) may hold the wildcard.
+
+The limit of 10 labels (Let's Encrypt's) applies only when ``allow_internal`` is False; longer
+names are valid DNS names and the built-in CA signs them.
+
+What this module does not do: it does not look names up in DNS, check CAA, or decide whether a
+CA will actually validate the name; and a homograph written entirely in one script
+(``xn--80ak6aa92e``, "apple" in Cyrillic letters) is not detected, only labels that *mix* Latin,
+Cyrillic and Greek letters.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Final
+
+import idna
+from publicsuffixlist import PublicSuffixList
+
+from certkeeper.errors import InvalidName, InvalidNames
+
+__all__ = [
+    "RULES",
+    "covers",
+    "is_internal",
+    "is_wildcard",
+    "normalize_name",
+    "normalize_names",
+    "to_unicode",
+]
+
+#: Every rule id a refusal can carry, with a one-line summary (for docs and ``--help`` texts).
+RULES: Final[dict[str, str]] = {
+    "empty": "the name is empty or only whitespace",
+    "no-names": "a certificate needs at least one name",
+    "empty-label": "two dots in a row, or a leading dot",
+    "label-too-long": "a label (the part between dots) is longer than 63 octets",
+    "name-too-long": "the whole name is longer than 253 octets",
+    "too-many-labels": "more than 10 labels (Let's Encrypt's limit; public CAs only)",
+    "ldh": "a character other than a-z, 0-9 and hyphen",
+    "hyphen": "a label starts or ends with a hyphen",
+    "r-ldh": "a label has '--' in 3rd and 4th position but is not an 'xn--' IDN label",
+    "punycode": "an 'xn--' label that is not valid, canonical, NFC punycode",
+    "idna": "a character that IDNA 2008 does not allow in host names",
+    "mixed-script": "a label mixes Latin, Cyrillic or Greek letters (homograph)",
+    "wildcard-count": "more than one '*'",
+    "wildcard-position": "'*' is not the whole left-most label",
+    "wildcard-public-suffix": "a wildcard directly over a public suffix (*.com, *.co.uk)",
+    "public-suffix": "the name is itself a public suffix (co.uk)",
+    "ip-literal": "an IP address, or a name that clients read as one",
+    "single-label": "a name without a dot (exch01, localhost): internal, public CAs refuse it",
+    "internal-name": "a name under a TLD that is not public (.local, .corp, .arpa): public CAs refuse it",
+}
+
+#: Let's Encrypt's limit (Boulder ``maxLabels``); other public CAs are at least this strict in practice.
+MAX_LABELS_PUBLIC: Final = 10
+
+# RFC 2606 / RFC 6761 testing TLDs: not in the root zone, but test ACME servers (Pebble) issue for
+# them, so they count as public. ``invalid`` and ``localhost`` are deliberately not here.
+_TESTING_TLDS: Final = frozenset({"test", "example"})
+
+_LDH = re.compile(r"[a-z0-9-]+")
+# WHATWG URL Standard, "ends in a number": browsers parse such a host as an IPv4 address.
+_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
+_CONFUSABLE_SCRIPTS: Final = ("LATIN", "CYRILLIC", "GREEK")
+
+_SPLIT_DNS_ADVICE: Final = (
+    "Public CAs may not issue for internal names since 1 November 2015 (CA/Browser Forum Baseline "
+    "Requirements §4.2.2). Use a public name you own instead (e.g. mail.contoso.com) for both "
+    "outside and inside, with split DNS: an internal DNS zone for the public name that points at "
+    "the Exchange servers, and the internal URLs (InternalUrl, InternalHostname, the Autodiscover "
+    "SCP) set to that name. Server names need not be on the certificate. If you really need this "
+    "name, issue from the built-in CA or AD CS, which allow internal names."
+)
+
+
+@functools.cache
+def _icann_suffixes() -> PublicSuffixList:
+    # Loaded on first use (about 50 ms), so importing this module stays cheap for `--help`.
+    return PublicSuffixList(only_icann=True, accept_unknown=False)
+
+
+def _refuse(raw: str, rule: str, message: str) -> InvalidName:
+    assert rule in RULES, rule
+    return InvalidName(raw, rule, message)
+
+
+def normalize_name(raw: str, *, allow_internal: bool) -> str:
+    """Return the canonical form of one certificate name, or refuse it.
+
+    Args:
+        raw: A host name as the operator typed it: any case, an optional trailing dot,
+            Unicode (U-labels) or A-labels, optionally a wildcard ``*.`` as the whole left-most label.
+        allow_internal: Whether the issuer may sign internal names (single-label names,
+            non-public TLDs, ``.arpa``): ``True`` for the built-in CA and AD CS, ``False`` for
+            ACME and public CAs. See the module docstring for what counts as internal.
+
+    Returns:
+        The name stripped, lower-case, without its trailing dot, in A-labels
+        (``MAIL.Contoso.COM.`` -> ``mail.contoso.com``; ``Bücher.example`` ->
+        ``xn--bcher-kva.example``).
+
+    Raises:
+        InvalidName: the name breaks a rule; ``rule`` is one of :data:`RULES` and the message
+            names the name and explains the rule.
+    """
+    if not isinstance(raw, str):
+        raise TypeError(f"a host name must be a str, not {type(raw).__name__}")
+    text = raw.strip()
+    if not text:
+        raise _refuse(raw, "empty", "the name is empty; give a host name such as mail.contoso.com.")
+
+    address = _ip_literal(text)
+    if address is not None:
+        raise _refuse(
+            raw,
+            "ip-literal",
+            f"this is an IP address ({address}), not a host name. Certificates from certkeeper carry "
+            "DNS names: Outlook and Exchange clients connect by name, and public CAs never issue "
+            "for private (reserved) addresses (CA/B Baseline Requirements §4.2.2). Give the server "
+            "a DNS name (an A or AAAA record) and use that name.",
+        )
+
+    if text.isascii():
+        mapped = text.lower()
+    else:
+        try:
+            # Whole-name UTS #46 mapping: case folding, NFC, and the ideographic full stops
+            # (U+3002 ...) that browsers treat as dots. STD3 rules are ours (LDH check below).
+            mapped = idna.uts46_remap(text, std3_rules=False, transitional=False)
+        except idna.IDNAError as exc:
+            raise _idna_refusal(raw, exc) from exc
+
+    if mapped.endswith("."):
+        mapped = mapped[:-1]
+    if not mapped:
+        raise _refuse(raw, "empty", "the name has no labels; give a host name such as mail.contoso.com.")
+    labels = mapped.split(".")
+    if "" in labels:
+        raise _refuse(
+            raw,
+            "empty-label",
+            "the name has an empty label (two dots in a row, a leading dot, or two trailing dots).",
+        )
+
+    wildcard = _check_wildcard(raw, mapped, labels)
+    base_labels = labels[1:] if wildcard else labels
+    a_labels = [_a_label(raw, label) for label in base_labels]
+    if wildcard:
+        a_labels.insert(0, "*")
+    name = ".".join(a_labels)
+
+    if len(name) > 253:
+        raise _refuse(
+            raw,
+            "name-too-long",
+            f"the name is {len(name)} octets long (in A-labels); DNS allows at most 253 (RFC 1035).",
+        )
+    if _NUMBER.fullmatch(a_labels[-1]):
+        raise _refuse(
+            raw,
+            "ip-literal",
+            f"its last label {a_labels[-1]!r} is a number, so browsers and Windows read the name "
+            "as an IPv4 address (10.1 means 10.0.0.1). Top-level domains are never numeric; use a "
+            "DNS name.",
+        )
+
+    base = ".".join(a_labels[1:] if wildcard else a_labels)
+    suffixes = _icann_suffixes()
+    if wildcard:
+        if len(base_labels) == 1 or suffixes.publicsuffix(base, accept_unknown=True) == base:
+            raise _refuse(
+                raw,
+                "wildcard-public-suffix",
+                f"a wildcard directly over {base!r} would cover names that belong to other people "
+                f"({base!r} is a public suffix or top-level domain); no CA issues it and clients "
+                f"reject it. Use a wildcard under your own domain, e.g. *.contoso.{base}.",
+            )
+    elif len(a_labels) > 1 and suffixes.publicsuffix(name) == name:
+        raise _refuse(
+            raw,
+            "public-suffix",
+            f"{name!r} is a public suffix (like com or co.uk), under which anyone can register "
+            "names; it cannot be a host name. Use a name under your own domain.",
+        )
+
+    for label in a_labels:
+        _check_mixed_script(raw, label)
+
+    if not allow_internal:
+        refusal = _internal_refusal(raw, name)
+        if refusal is not None:
+            raise refusal
+        if len(base_labels) > MAX_LABELS_PUBLIC:
+            raise _refuse(
+                raw,
+                "too-many-labels",
+                f"the name has {len(base_labels)} labels; Let's Encrypt refuses more than "
+                f"{MAX_LABELS_PUBLIC}. Use a shorter name.",
+            )
+    return name
+
+
+def normalize_names(raw: Iterable[str], *, allow_internal: bool) -> tuple[str, ...]:
+    """Normalise every name of one certificate, dropping duplicates, keeping first-seen order.
+
+    Names that differ only in case, trailing dot or U-label/A-label spelling are duplicates
+    (``Mail.contoso.com.`` and ``mail.contoso.com``). A wildcard does not absorb the names it
+    covers: ``*.contoso.com`` and ``mail.contoso.com`` both stay.
+
+    Raises:
+        InvalidName: the list is empty (rule ``no-names``), or exactly one name is refused.
+        InvalidNames: several names are refused; its message lists each with its rule, and
+            ``errors`` holds them all.
+        TypeError: ``raw`` is a single string rather than a collection of names.
+    """
+    if isinstance(raw, str):
+        raise TypeError("normalize_names takes a collection of names, not a single string")
+    names: dict[str, None] = {}
+    errors: list[InvalidName] = []
+    for item in raw:
+        try:
+            names.setdefault(normalize_name(item, allow_internal=allow_internal))
+        except InvalidName as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise InvalidNames(errors)
+    if not names:
+        raise _refuse("", "no-names", "no names given: a certificate needs at least one host name.")
+    return tuple(names)
+
+
+def is_internal(name: str) -> bool:
+    """Whether a public CA would refuse ``name`` as an internal name.
+
+    True for single-label names, names under a TLD that is not public, and ``.arpa`` names (see
+    the module docstring); a wildcard is judged by its base (``*.contoso.local`` is internal).
+
+    Raises:
+        InvalidName: ``name`` is not a valid host name at all (even for an internal CA).
+    """
+    canonical = normalize_name(name, allow_internal=True)
+    return _internal_refusal(name, canonical) is not None
+
+
+def is_wildcard(name: str) -> bool:
+    """Whether ``name`` is a wildcard name (``*.contoso.com``)."""
+    return name.strip().startswith("*.")
+
+
+def to_unicode(name: str) -> str:
+    """Return ``name`` with its A-labels shown as U-labels, for display only.
+
+    ``xn--bcher-kva.example`` -> ``bücher.example``. A label that does not decode is shown as it
+    is, so this never fails; never store or compare the result.
+    """
+    labels = []
+    for label in name.split("."):
+        if label[:4].lower() == "xn--":
+            try:
+                label = idna.ulabel(label)
+            except idna.IDNAError:
+                pass
+        labels.append(label)
+    return ".".join(labels)
+
+
+def covers(pattern: str, host: str) -> bool:
+    """Whether a certificate name ``pattern`` covers the host name ``host`` (RFC 6125 §6.4).
+
+    Both are compared in canonical form, so case, trailing dots and U-label/A-label spelling do
+    not matter. A wildcard covers exactly one left-most label: ``*.contoso.com`` covers
+    ``mail.contoso.com`` but neither ``contoso.com`` nor ``a.mail.contoso.com``. A pattern or
+    host that is not a valid name (including a wildcard over a public suffix, which clients
+    refuse) covers nothing; internal names are valid here.
+    """
+    try:
+        canonical_pattern = normalize_name(pattern, allow_internal=True)
+        canonical_host = normalize_name(host, allow_internal=True)
+    except InvalidName:
+        return False
+    if canonical_pattern == canonical_host:
+        return True
+    if not canonical_pattern.startswith("*.") or canonical_host.startswith("*."):
+        return False
+    _, _, host_parent = canonical_host.partition(".")
+    return host_parent == canonical_pattern[2:]
+
+
+def _ip_literal(text: str) -> str | None:
+    """The address if ``text`` is an IPv4 or IPv6 literal (bracketed, scoped, trailing dot)."""
+    candidate = text
+    if candidate.startswith("[") and candidate.endswith("]"):
+        candidate = candidate[1:-1]
+    elif candidate.endswith(".") and ":" not in candidate:
+        candidate = candidate[:-1]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+def _check_wildcard(raw: str, mapped: str, labels: list[str]) -> bool:
+    stars = mapped.count("*")
+    if stars == 0:
+        return False
+    if stars > 1:
+        raise _refuse(
+            raw,
+            "wildcard-count",
+            "the name has more than one '*'. A wildcard covers exactly one label, so only "
+            "'*.' at the start is allowed (e.g. *.contoso.com).",
+        )
+    if labels[0] != "*" or len(labels) == 1:
+        raise _refuse(
+            raw,
+            "wildcard-position",
+            "'*' is only allowed as the whole left-most label, followed by a domain "
+            "(*.contoso.com); not inside a label (m*.contoso.com) nor further right "
+            "(mail.*.contoso.com).",
+        )
+    return True
+
+
+def _a_label(raw: str, label: str) -> str:
+    """Check one lower-case label (U-label or ASCII) and return its A-label."""
+    if label.isascii():
+        if len(label) > 63:
+            raise _label_too_long(raw, label, len(label))
+        if not _LDH.fullmatch(label):
+            bad = next(char for char in label if not _LDH.fullmatch(char))
+            raise _refuse(
+                raw,
+                "ldh",
+                f"the label {label!r} contains {bad!r}; host names may contain only letters a-z, "
+                "digits 0-9 and hyphens (no underscores or spaces; CAs stopped accepting "
+                "underscores in 2019).",
+            )
+        _check_hyphens(raw, label)
+        if label[2:4] == "--":
+            if not label.startswith("xn--"):
+                raise _refuse(
+                    raw,
+                    "r-ldh",
+                    f"the label {label!r} has '--' in 3rd and 4th position, which is reserved for "
+                    "encoded labels (only 'xn--' is defined, RFC 5891 §4.2.3.1).",
+                )
+            try:
+                idna.ulabel(label)
+            except idna.IDNAError as exc:
+                raise _refuse(
+                    raw,
+                    "punycode",
+                    f"the label {label!r} starts with 'xn--' but is not a valid internationalised "
+                    f"label ({exc}). Write the name in Unicode and certkeeper converts it.",
+                ) from exc
+        return label
+
+    _check_hyphens(raw, label)
+    if label[2:4] == "--":
+        raise _refuse(
+            raw,
+            "r-ldh",
+            f"the label {label!r} has '--' in 3rd and 4th position, which is reserved for encoded "
+            "labels (RFC 5891 §4.2.3.1).",
+        )
+    try:
+        encoded = label.encode("punycode")
+    except UnicodeError as exc:  # pragma: no cover - punycode encodes any str
+        raise _idna_refusal(raw, exc) from exc
+    if len(encoded) + 4 > 63:
+        raise _label_too_long(raw, label, len(encoded) + 4)
+    try:
+        return idna.alabel(label).decode("ascii")
+    except idna.IDNAError as exc:
+        raise _idna_refusal(raw, exc) from exc
+
+
+def _check_hyphens(raw: str, label: str) -> None:
+    if label.startswith("-") or label.endswith("-"):
+        raise _refuse(
+            raw,
+            "hyphen",
+            f"the label {label!r} starts or ends with a hyphen, which DNS host names do not allow "
+            "(RFC 952, RFC 1123).",
+        )
+
+
+def _label_too_long(raw: str, label: str, octets: int) -> InvalidName:
+    return _refuse(
+        raw,
+        "label-too-long",
+        f"the label {label!r} is {octets} octets long (in A-label form); DNS allows at most 63 "
+        "per label (RFC 1035).",
+    )
+
+
+def _idna_refusal(raw: str, exc: UnicodeError) -> InvalidName:
+    code = getattr(exc, "code", None)
+    codepoint = getattr(exc, "codepoint", None)
+    if code in ("input_too_long", "domain_too_long"):
+        return _refuse(raw, "name-too-long", "the name is far longer than the 253 octets DNS allows.")
+    if code == "label_too_long":
+        return _refuse(raw, "label-too-long", "a label is longer than the 63 octets DNS allows.")
+    if codepoint is not None and codepoint < 0x80:
+        return _refuse(
+            raw,
+            "ldh",
+            f"the name contains {chr(codepoint)!r}; host names may contain only letters, digits and hyphens.",
+        )
+    detail = str(exc)
+    if codepoint is not None:
+        detail = f"U+{codepoint:04X} {unicodedata.name(chr(codepoint), 'unnamed character')}: {detail}"
+    return _refuse(
+        raw,
+        "idna",
+        f"the name is not a valid internationalised host name under IDNA 2008 ({detail}).",
+    )
+
+
+def _check_mixed_script(raw: str, a_label: str) -> None:
+    """Refuse a label that mixes Latin, Cyrillic and Greek letters (Latin "ex" + U+0430 Cyrillic a).
+
+    Scripts are told apart by the prefix of the Unicode character name ("LATIN SMALL LETTER E",
+    "CYRILLIC SMALL LETTER A"); digits, hyphens and letters of other scripts are neutral.
+    """
+    if not a_label.startswith("xn--"):
+        return  # ASCII letters are all Latin
+    label = idna.ulabel(a_label)
+    first: dict[str, str] = {}
+    for char in label:
+        if not unicodedata.category(char).startswith("L"):
+            continue
+        script = unicodedata.name(char, "").split(" ", 1)[0]
+        if script in _CONFUSABLE_SCRIPTS:
+            first.setdefault(script, char)
+    if len(first) > 1:
+        found = ", ".join(f"{script.title()} {char!r} (U+{ord(char):04X})" for script, char in first.items())
+        raise _refuse(
+            raw,
+            "mixed-script",
+            f"the label {label!r} ({a_label}) mixes letters of different scripts: {found}. Such a "
+            "name looks like another one (a homograph) and is refused; type the name again in a "
+            "single script, usually plain Latin letters.",
+        )
+
+
+def _internal_refusal(raw: str, name: str) -> InvalidName | None:
+    """Why a public CA refuses the canonical ``name`` as internal, or None if it does not."""
+    labels = name.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+    if len(labels) == 1:
+        return _refuse(
+            raw,
+            "single-label",
+            f"{name!r} has no dot: it is a server's short name, not a name in the public DNS. "
+            + _SPLIT_DNS_ADVICE,
+        )
+    tld = labels[-1]
+    if tld == "arpa":
+        return _refuse(
+            raw,
+            "internal-name",
+            f"{name!r} is under .arpa, the DNS infrastructure and reverse-lookup zone; public CAs "
+            "do not issue for it (CA/B Baseline Requirements, from 15 March 2026). " + _SPLIT_DNS_ADVICE,
+        )
+    if tld in _TESTING_TLDS or _icann_suffixes().publicsuffix(tld) == tld:
+        return None
+    return _refuse(
+        raw,
+        "internal-name",
+        f".{tld} is not a public top-level domain, so {name!r} is an internal name that only your "
+        "own DNS knows. " + _SPLIT_DNS_ADVICE,
+    )

@@ -1,0 +1,46 @@
+"""APScheduler 3.11 wiring only: fixed job ids, coalesce, one instance each; job bodies are one call.
+
+The database is the truth, so jobs are in memory and thin. After a suspend or a long pause each job
+runs once (coalesce) rather than once per missed interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 7 * 24 * 3600}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    id: str
+    func: Callable[[], Any]
+    seconds: float | None = None
+    jitter: int | None = None
+    cron_hour: int | None = None
+    first_run_at: datetime | None = None
+
+
+def build_scheduler(jobs: list[JobSpec]) -> Any:
+    """A BackgroundScheduler (UTC) with ``jobs`` added; not started."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
+    for job in jobs:
+        if job.cron_hour is not None:
+            scheduler.add_job(job.func, "cron", id=job.id, hour=job.cron_hour, minute=0, jitter=job.jitter,
+                              replace_existing=True)
+        else:
+            assert job.seconds is not None
+            scheduler.add_job(
+                job.func, "interval", id=job.id, seconds=job.seconds, jitter=job.jitter,
+                next_run_time=job.first_run_at, replace_existing=True,
+            )
+    return scheduler
+
+
+def soon(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)

@@ -1,0 +1,61 @@
+"""Migrations upgrade to head, downgrade to base and up again, and match the models exactly,
+on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from certkeeper.store import db
+from certkeeper.store.schema import Base
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ck.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _diff(engine) -> list[object]:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def test_upgrade_downgrade_upgrade_and_no_drift(store_url: str) -> None:
+    engine = db.make_engine(store_url)
+    try:
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.head_revision()
+        assert _diff(engine) == []
+        db.downgrade(engine, "base")
+        assert db.current_revision(engine) is None
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.head_revision()
+        assert _diff(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_ensure_current_refuses_an_old_store_without_auto_upgrade(tmp_path: Path) -> None:
+    from certkeeper.errors import SchemaOutOfDate
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'ck.db'}")
+    db.upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'old'")
+    with pytest.raises(SchemaOutOfDate, match="certkeeper db upgrade"):
+        db.ensure_current(engine, auto_upgrade=False)
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'ck.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.SQLITE_BUSY_TIMEOUT_MS

@@ -1,0 +1,445 @@
+"""certkeeper.names: hostname rules, as tables of (input, expected) pairs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from certkeeper.errors import CertkeeperError, InvalidName, InvalidNames
+from certkeeper.names import (
+    RULES,
+    covers,
+    is_internal,
+    is_wildcard,
+    normalize_name,
+    normalize_names,
+    to_unicode,
+)
+
+LABEL_63 = "a" * 63
+LABEL_64 = "a" * 64
+# 3 x 63 + 4 dots + "com" = 196 octets; a fourth label of 57 or 58 gives exactly 253 or 254.
+NAME_253 = ".".join([LABEL_63, LABEL_63, LABEL_63, "a" * 57, "com"])
+NAME_254 = ".".join([LABEL_63, LABEL_63, LABEL_63, "a" * 58, "com"])
+CYRILLIC_A = "\u0430"
+GREEK_OMICRON = "\u03bf"
+
+# --- accepted names: (input, canonical form), the same for both issuer kinds -----------------
+
+ACCEPTED = [
+    ("mail.contoso.com", "mail.contoso.com"),
+    ("MAIL.Contoso.COM.", "mail.contoso.com"),
+    ("  mail.contoso.com \n", "mail.contoso.com"),
+    ("bücher.example", "xn--bcher-kva.example"),
+    ("BÜCHER.Example.", "xn--bcher-kva.example"),
+    ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+    ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+    # UTS #46 non-transitional: sharp s stays a sharp s (IDNA 2003 made it "ss").
+    ("straße.de", "xn--strae-oqa.de"),
+    # ideographic full stops and full-width letters are mapped like browsers do
+    ("mail\u3002contoso\u3002com", "mail.contoso.com"),
+    ("\uff4d\uff41\uff49\uff4c.contoso.com", "mail.contoso.com"),
+    # whole labels in one non-Latin script are fine
+    ("\u03b1\u03b2\u03b3.contoso.com", "xn--mxacd.contoso.com"),
+    ("почта.contoso.com", "xn--80a1acny.contoso.com"),
+    # "xn--invalid" is, despite its spelling, the valid A-label of five CJK ideographs
+    # (U+66CC U+66D3 U+66D0 U+66D2 U+66CC): it round-trips and is NFC, so it is accepted.
+    ("xn--invalid.contoso.com", "xn--invalid.contoso.com"),
+    ("*.contoso.com", "*.contoso.com"),
+    ("*.Contoso.COM.", "*.contoso.com"),
+    ("*.contoso.co.uk", "*.contoso.co.uk"),
+    ("mail-01.contoso.com", "mail-01.contoso.com"),
+    ("3com.com", "3com.com"),
+    ("mail.contoso.test", "mail.contoso.test"),
+    ("autodiscover.contoso.example", "autodiscover.contoso.example"),
+    ("a.b.c.d.e.f.g.h.i.com", "a.b.c.d.e.f.g.h.i.com"),
+    (f"{LABEL_63}.contoso.com", f"{LABEL_63}.contoso.com"),
+    (NAME_253, NAME_253),
+    (NAME_253 + ".", NAME_253),
+    # a private-section suffix owner (GitHub) may hold its wildcard; only ICANN suffixes are refused
+    ("*.github.io", "*.github.io"),
+]
+
+
+@pytest.mark.parametrize("allow_internal", [False, True])
+@pytest.mark.parametrize(("raw", "canonical"), ACCEPTED)
+def test_accepted_names_are_normalised(raw: str, canonical: str, allow_internal: bool) -> None:
+    assert normalize_name(raw, allow_internal=allow_internal) == canonical
+
+
+@pytest.mark.parametrize(("raw", "canonical"), ACCEPTED)
+def test_normalising_is_idempotent(raw: str, canonical: str) -> None:
+    assert normalize_name(canonical, allow_internal=False) == canonical
+
+
+# --- names refused for every issuer: (input, rule, a phrase the message must contain) --------
+
+REFUSED_ALWAYS = [
+    ("", "empty", "empty"),
+    ("   ", "empty", "empty"),
+    ("\t\n", "empty", "empty"),
+    (".", "empty", "no labels"),
+    ("mail..contoso.com", "empty-label", "empty label"),
+    (".contoso.com", "empty-label", "empty label"),
+    ("mail.contoso.com..", "empty-label", "empty label"),
+    (f"{LABEL_64}.contoso.com", "label-too-long", "64 octets"),
+    (LABEL_64, "label-too-long", "at most 63"),
+    # 60 x "ü" is 60 characters but its A-label is 4 + 64 octets
+    ("ü" * 60 + ".contoso.com", "label-too-long", "at most 63"),
+    (NAME_254, "name-too-long", "254 octets"),
+    (NAME_254 + ".", "name-too-long", "at most 253"),
+    ("ü" * 2000 + ".com", "name-too-long", "253"),
+    ("mail_1.contoso.com", "ldh", "'_'"),
+    ("mail contoso.com", "ldh", "' '"),
+    ("mail.contoso.com/owa", "ldh", "'/'"),
+    ("mail!.contoso.com", "ldh", "letters a-z"),
+    ("bü_cher.contoso.com", "ldh", "'_'"),
+    ("[mail.contoso.com]", "ldh", "'['"),
+    ("-mail.contoso.com", "hyphen", "starts or ends with a hyphen"),
+    ("mail-.contoso.com", "hyphen", "'mail-'"),
+    ("mail.contoso-.com", "hyphen", "'contoso-'"),
+    ("-bücher.contoso.com", "hyphen", "hyphen"),
+    ("ab--cd.contoso.com", "r-ldh", "'ab--cd'"),
+    ("bü--cher.contoso.com", "r-ldh", "3rd and 4th"),
+    ("xn--a.contoso.com", "punycode", "'xn--a'"),
+    ("xn--.contoso.com", "hyphen", "'xn--'"),
+    # a non-canonical spelling of xn--bbk (RFC 5890 §2.3.2.1 "fake A-label")
+    ("xn---bbk.contoso.com", "punycode", "canonical"),
+    # decodes to "u" + COMBINING DIAERESIS, which is not NFC
+    ("xn--u-ccb.contoso.com", "punycode", "Normalization Form C"),
+    ("\U0001f600.contoso.com", "idna", "U+1F600"),
+    ("mail\u2665.contoso.com", "idna", "U+2665"),
+    (f"ex{CYRILLIC_A}mple.com", "mixed-script", "Cyrillic"),
+    (f"ex{CYRILLIC_A}mple.com", "mixed-script", "U+0430"),
+    (f"mail.c{GREEK_OMICRON}nt{GREEK_OMICRON}so.com", "mixed-script", "Greek"),
+    # the same homograph typed as its A-label is still a homograph
+    ("xn--exmple-4nf.com", "mixed-script", "Latin"),
+    ("*.*.contoso.com", "wildcard-count", "more than one"),
+    ("**.contoso.com", "wildcard-count", "more than one"),
+    ("mail.*.contoso.com", "wildcard-position", "left-most"),
+    ("m*.contoso.com", "wildcard-position", "left-most"),
+    ("*mail.contoso.com", "wildcard-position", "left-most"),
+    ("*", "wildcard-position", "followed by a domain"),
+    ("*.com", "wildcard-public-suffix", "'com'"),
+    ("*.co.uk", "wildcard-public-suffix", "'co.uk'"),
+    ("*.COM.", "wildcard-public-suffix", "public suffix"),
+    # "*.ck" is an ICANN wildcard rule: every x.ck is itself a public suffix
+    ("*.contoso.ck", "wildcard-public-suffix", "'contoso.ck'"),
+    ("*.local", "wildcard-public-suffix", "'local'"),
+    ("co.uk", "public-suffix", "public suffix"),
+    ("10.0.0.1", "ip-literal", "IP address"),
+    ("10.0.0.1.", "ip-literal", "IP address"),
+    ("192.168.1.20", "ip-literal", "DNS name"),
+    ("::1", "ip-literal", "IP address"),
+    ("[::1]", "ip-literal", "IP address"),
+    ("2001:db8::25", "ip-literal", "2001:db8::25"),
+    ("[2001:DB8::25]", "ip-literal", "2001:db8::25"),
+    ("fe80::1%eth0", "ip-literal", "IP address"),
+    # what browsers and inet_aton read as IPv4 addresses (WHATWG "ends in a number")
+    ("10.1", "ip-literal", "number"),
+    ("2130706433", "ip-literal", "number"),
+    ("010.0.0.1", "ip-literal", "number"),
+    ("mail.0x7f", "ip-literal", "number"),
+]
+
+
+@pytest.mark.parametrize("allow_internal", [False, True])
+@pytest.mark.parametrize(("raw", "rule", "phrase"), REFUSED_ALWAYS)
+def test_refused_for_every_issuer(raw: str, rule: str, phrase: str, allow_internal: bool) -> None:
+    with pytest.raises(InvalidName) as caught:
+        normalize_name(raw, allow_internal=allow_internal)
+    error = caught.value
+    assert error.rule == rule
+    assert error.name == raw
+    # every refusal names the offending name, as typed
+    assert str(error).startswith(f"{raw!r}: ")
+    assert phrase in str(error)
+
+
+# --- internal names: allowed for the built-in CA and AD CS, refused for public CAs -----------
+
+INTERNAL = [
+    ("exch01", "exch01", "single-label"),
+    ("EXCH01.", "exch01", "single-label"),
+    ("localhost", "localhost", "single-label"),
+    # a single-label host may carry a TLD's name (".exchange" is a gTLD)
+    ("exchange", "exchange", "single-label"),
+    ("mail.contoso.local", "mail.contoso.local", "internal-name"),
+    ("mail.contoso.corp", "mail.contoso.corp", "internal-name"),
+    ("mail.contoso.lan", "mail.contoso.lan", "internal-name"),
+    ("exch01.ad.contoso.internal", "exch01.ad.contoso.internal", "internal-name"),
+    ("mail.contoso.home", "mail.contoso.home", "internal-name"),
+    ("mail.contoso.intranet", "mail.contoso.intranet", "internal-name"),
+    ("mail.contoso.localdomain", "mail.contoso.localdomain", "internal-name"),
+    ("mail.contoso.private", "mail.contoso.private", "internal-name"),
+    ("exch01.localhost", "exch01.localhost", "internal-name"),
+    ("mail.contoso.invalid", "mail.contoso.invalid", "internal-name"),
+    ("*.contoso.local", "*.contoso.local", "internal-name"),
+    ("bücher.contoso.local", "xn--bcher-kva.contoso.local", "internal-name"),
+    ("20.1.168.192.in-addr.arpa", "20.1.168.192.in-addr.arpa", "internal-name"),
+    # beyond Let's Encrypt's 10 labels, but a valid DNS name
+    ("a.b.c.d.e.f.g.h.i.j.k.com", "a.b.c.d.e.f.g.h.i.j.k.com", "too-many-labels"),
+]
+
+
+@pytest.mark.parametrize(("raw", "canonical", "rule"), INTERNAL)
+def test_internal_names_are_allowed_for_internal_issuers(raw: str, canonical: str, rule: str) -> None:
+    assert normalize_name(raw, allow_internal=True) == canonical
+
+
+@pytest.mark.parametrize(("raw", "canonical", "rule"), INTERNAL)
+def test_internal_names_are_refused_for_public_issuers(raw: str, canonical: str, rule: str) -> None:
+    with pytest.raises(InvalidName) as caught:
+        normalize_name(raw, allow_internal=False)
+    assert caught.value.rule == rule
+    assert str(caught.value).startswith(f"{raw!r}: ")
+
+
+@pytest.mark.parametrize("raw", ["exch01", "mail.contoso.local"])
+def test_internal_refusal_explains_the_rule_and_the_way_out(raw: str) -> None:
+    with pytest.raises(InvalidName) as caught:
+        normalize_name(raw, allow_internal=False)
+    message = str(caught.value)
+    for phrase in ("2015", "Baseline Requirements §4.2.2", "split DNS", "built-in CA or AD CS"):
+        assert phrase in message
+
+
+def test_internal_name_message_says_which_tld_is_not_public() -> None:
+    with pytest.raises(InvalidName, match=r"\.corp is not a public top-level domain"):
+        normalize_name("mail.contoso.corp", allow_internal=False)
+
+
+def test_arpa_refusal_mentions_reverse_zones() -> None:
+    with pytest.raises(InvalidName, match="reverse-lookup"):
+        normalize_name("20.1.168.192.in-addr.arpa", allow_internal=False)
+
+
+def test_invalid_name_is_a_certkeeper_error() -> None:
+    with pytest.raises(CertkeeperError):
+        normalize_name("*.com", allow_internal=True)
+
+
+def test_length_fixtures_are_what_they_claim() -> None:
+    assert (len(LABEL_64), len(NAME_253), len(NAME_254)) == (64, 253, 254)
+
+
+def test_every_rule_has_a_summary() -> None:
+    rules = {rule for _, rule, _ in REFUSED_ALWAYS} | {rule for _, _, rule in INTERNAL} | {"no-names"}
+    assert rules == set(RULES)
+
+
+def test_a_non_string_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        normalize_name(None, allow_internal=True)  # type: ignore[arg-type]
+
+
+# --- lists -----------------------------------------------------------------------------------
+
+
+def test_duplicates_collapse_in_first_seen_order() -> None:
+    names = normalize_names(
+        [
+            "Mail.Contoso.com.",
+            "autodiscover.contoso.com",
+            "mail.contoso.com",
+            "MAIL.CONTOSO.COM",
+            "bücher.example",
+            "xn--bcher-kva.example",
+            "*.contoso.com",
+        ],
+        allow_internal=False,
+    )
+    assert names == ("mail.contoso.com", "autodiscover.contoso.com", "xn--bcher-kva.example", "*.contoso.com")
+
+
+def test_names_are_taken_from_any_iterable() -> None:
+    assert normalize_names(iter(["b.contoso.com", "a.contoso.com"]), allow_internal=False) == (
+        "b.contoso.com",
+        "a.contoso.com",
+    )
+
+
+@pytest.mark.parametrize("empty", [[], ()])
+def test_an_empty_list_is_refused(empty: list[str]) -> None:
+    with pytest.raises(InvalidName) as caught:
+        normalize_names(empty, allow_internal=True)
+    assert caught.value.rule == "no-names"
+
+
+def test_a_single_string_is_a_programming_error() -> None:
+    with pytest.raises(TypeError):
+        normalize_names("mail.contoso.com", allow_internal=True)
+
+
+def test_one_bad_name_raises_its_own_error() -> None:
+    with pytest.raises(InvalidName) as caught:
+        normalize_names(["mail.contoso.com", "*.com"], allow_internal=False)
+    assert type(caught.value) is InvalidName
+    assert caught.value.rule == "wildcard-public-suffix"
+    assert caught.value.name == "*.com"
+
+
+def test_several_bad_names_are_all_listed() -> None:
+    bad = ["*.*.contoso.com", "exch01", "10.0.0.1", f"ex{CYRILLIC_A}mple.com"]
+    with pytest.raises(InvalidNames) as caught:
+        normalize_names(["mail.contoso.com", *bad, "autodiscover.contoso.com"], allow_internal=False)
+    error = caught.value
+    assert [(e.name, e.rule) for e in error.errors] == [
+        ("*.*.contoso.com", "wildcard-count"),
+        ("exch01", "single-label"),
+        ("10.0.0.1", "ip-literal"),
+        (f"ex{CYRILLIC_A}mple.com", "mixed-script"),
+    ]
+    message = str(error)
+    assert message.startswith("4 names refused:")
+    for name, rule in [(e.name, e.rule) for e in error.errors]:
+        assert f"- {name!r}: " in message
+        assert f"[{rule}]" in message
+    # still an InvalidName, carrying the first refusal
+    assert isinstance(error, InvalidName)
+    assert (error.name, error.rule) == ("*.*.contoso.com", "wildcard-count")
+
+
+def test_the_same_list_passes_for_an_internal_issuer() -> None:
+    names = ["mail.contoso.com", "exch01", "exch01.contoso.local"]
+    assert normalize_names(names, allow_internal=True) == tuple(names)
+    with pytest.raises(InvalidNames) as caught:
+        normalize_names(names, allow_internal=False)
+    assert [e.rule for e in caught.value.errors] == ["single-label", "internal-name"]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("exch01", True),
+        ("mail.contoso.local", True),
+        ("*.contoso.local", True),
+        ("MAIL.CONTOSO.CORP.", True),
+        ("localhost", True),
+        ("20.1.168.192.in-addr.arpa", True),
+        ("mail.contoso.com", False),
+        ("*.contoso.com", False),
+        ("mail.contoso.test", False),
+        ("mail.contoso.example", False),
+        ("bücher.example", False),
+    ],
+)
+def test_is_internal(name: str, expected: bool) -> None:
+    assert is_internal(name) is expected
+
+
+def test_is_internal_refuses_what_is_not_a_name() -> None:
+    with pytest.raises(InvalidName) as caught:
+        is_internal("10.0.0.1")
+    assert caught.value.rule == "ip-literal"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("*.contoso.com", True),
+        (" *.contoso.com", True),
+        ("mail.contoso.com", False),
+        ("m*.contoso.com", False),
+    ],
+)
+def test_is_wildcard(name: str, expected: bool) -> None:
+    assert is_wildcard(name) is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("xn--bcher-kva.example", "bücher.example"),
+        ("*.xn--bcher-kva.example", "*.bücher.example"),
+        ("mail.contoso.com", "mail.contoso.com"),
+        ("xn--80a1acny.contoso.com", "почта.contoso.com"),
+        # shown as it is rather than failing: display must never raise
+        ("xn--a.contoso.com", "xn--a.contoso.com"),
+    ],
+)
+def test_to_unicode(name: str, shown: str) -> None:
+    assert to_unicode(name) == shown
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "expected"),
+    [
+        ("mail.contoso.com", "mail.contoso.com", True),
+        ("mail.contoso.com", "MAIL.Contoso.com.", True),
+        ("mail.contoso.com", "autodiscover.contoso.com", False),
+        ("*.contoso.com", "mail.contoso.com", True),
+        ("*.contoso.com", "Autodiscover.CONTOSO.com.", True),
+        # a wildcard covers exactly one label (RFC 6125 §6.4.3)
+        ("*.contoso.com", "contoso.com", False),
+        ("*.contoso.com", "a.mail.contoso.com", False),
+        ("*.contoso.com", "mail.contoso.net", False),
+        ("*.contoso.com", "mail.fabrikam.com", False),
+        ("*.example", "bücher.example", False),  # wildcard over a TLD covers nothing
+        ("*.contoso.example", "bücher.contoso.example", True),
+        ("*.xn--bcher-kva.example", "mail.bücher.example", True),
+        ("*.contoso.local", "exch01.contoso.local", True),
+        ("*.com", "contoso.com", False),
+        ("m*.contoso.com", "mail.contoso.com", False),
+        ("*.contoso.com", "*.contoso.com", True),
+        ("mail.contoso.com", "*.contoso.com", False),
+        ("*.contoso.com", "10.0.0.1", False),
+        ("", "mail.contoso.com", False),
+    ],
+)
+def test_covers(pattern: str, host: str, expected: bool) -> None:
+    assert covers(pattern, host) is expected
+
+
+# --- properties over generated names (seeded, no extra dependency) --------------------------
+
+_CHAOS = "abcXYZ019-_.*ü\u0430\u03bf\u3002 "
+_LABEL = "abcdmxyzABCZ0189-üßö\u03b1\u0430"
+_SUFFIXES = ["com", "co.uk", "test", "example", "local", "corp", "de", "xn--p1ai", "arpa", ""]
+
+
+def _generated_names(count: int) -> list[str]:
+    """Half chaos (mostly refused), half built from labels and suffixes (mostly accepted)."""
+    generator = random.Random(20261130)
+    names = []
+    for index in range(count):
+        if index % 2:
+            names.append("".join(generator.choices(_CHAOS, k=generator.randint(0, 24))))
+            continue
+        labels = [
+            "".join(generator.choices(_LABEL, k=generator.randint(1, 12)))
+            for _ in range(generator.randint(1, 3))
+        ]
+        suffix = generator.choice(_SUFFIXES)
+        name = ".".join([*labels, suffix] if suffix else labels)
+        if generator.random() < 0.2:
+            name = "*." + name
+        if generator.random() < 0.2:
+            name += "."
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("allow_internal", [False, True])
+def test_properties_of_generated_names(allow_internal: bool) -> None:
+    accepted = 0
+    for raw in _generated_names(3000):
+        try:
+            name = normalize_name(raw, allow_internal=allow_internal)
+        except InvalidName as error:
+            assert error.rule in RULES
+            assert str(error).startswith(f"{raw!r}: ")
+            continue
+        accepted += 1
+        assert name == normalize_name(name, allow_internal=allow_internal)
+        assert name == normalize_name(to_unicode(name), allow_internal=allow_internal)
+        assert name.isascii() and name == name.lower()
+        assert len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split("."))
+        assert covers(name, name)
+        if allow_internal is False:
+            assert not is_internal(name)
+    assert accepted > 200
