@@ -55,10 +55,13 @@ def generate_key() -> bytes:
 
 def parse_keys(text: str) -> list[bytes]:
     keys = []
-    for line in text.replace(",", "\n").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keys.append(line.encode("ascii"))
+    for raw in text.splitlines():
+        if raw.strip().startswith("#"):
+            continue  # before splitting on commas: the file's header comment contains one
+        for line in raw.split(","):
+            line = line.strip()
+            if line:
+                keys.append(line.encode("ascii"))
     return keys
 
 
