@@ -61,6 +61,10 @@ def test_cli_issue_from_pebble_then_account_commands(pebble: Pebble, tmp_path: P
     assert len(certs) >= 2
     verify_chain(leaf_pem, chain_pem, pebble.root_pem(), "autodiscover.contoso.test")
 
+    revoked = run_cli("revoke", "mail.contoso.test", "--reason", "superseded", "--yes", env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert pebble.cert_status(x509.load_pem_x509_certificate(leaf_pem).serial_number)["Status"] == "Revoked"
+
     account = run_cli("account", "show", "--issuer", "pebble", "--json", env=env)
     assert account.returncode == 0, account.stderr
     info = json.loads(account.stdout)
