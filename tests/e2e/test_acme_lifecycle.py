@@ -181,11 +181,22 @@ class StubCA:
         self.body = b"{}"
         self.retry_after: str | None = None
         self.requests: list[str] = []
+        self.busy = 0  # answer this many requests with 503 + Retry-After first
         stub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 stub.requests.append(self.path)
+                if stub.busy and self.path != "/dir":
+                    stub.busy -= 1
+                    problem = b'{"type": "urn:ietf:params:acme:error:serverInternal", "detail": "busy"}'
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/problem+json")
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", str(len(problem)))
+                    self.end_headers()
+                    self.wfile.write(problem)
+                    return
                 if self.path == "/dir":
                     body = json.dumps({"renewalInfo": f"http://127.0.0.1:{stub.port}/ari/"}).encode()
                 else:
@@ -235,6 +246,11 @@ def test_ari_retry_after_forms_garbage_and_expired(pebble: Pebble, stub_ca: Stub
     assert abs((window.start - start).total_seconds()) < 1
     assert window.retry_after == clock.now() + timedelta(hours=1)
     assert stub_ca.requests[-1] == "/ari/" + cert_id_from_pem(issued.cert_pem)
+
+    stub_ca.busy = 2  # 503 twice, then the answer: retried after Retry-After
+    asked = len(stub_ca.requests)
+    assert stub.renewal_info(issued.cert_pem, issued.chain_pem) is not None
+    assert len(stub_ca.requests) == asked + 3
 
     stub_ca.retry_after = format_datetime(clock.now() + timedelta(hours=2), usegmt=True)
     window = stub.renewal_info(issued.cert_pem, issued.chain_pem)

@@ -93,6 +93,8 @@ def test_solver_rules_and_defaults() -> None:
     assert options.challenge_for("contoso.net") == "http-01"
     only_dns = AcmeOptions.model_validate({"dns01": {"mode": "exec", "script": "/bin/true"}})
     assert only_dns.challenge_for("mail.contoso.com") == "dns-01"
+    both = AcmeOptions.model_validate({"dns01": {"mode": "exec", "script": "/bin/true"}, "http01": {}})
+    assert both.challenge_for("*.contoso.com") == "dns-01" and both.challenge_for("contoso.com") == "http-01"
     assert AcmeOptions.model_validate({}).challenge_for("mail.contoso.com") == "http-01"
 
 

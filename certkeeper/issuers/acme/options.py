@@ -157,10 +157,13 @@ class AcmeOptions(_Strict):
         return self
 
     def challenge_for(self, name: str) -> ChallengeType:
-        """The challenge type for ``name``: the first matching rule, else the default."""
+        """The challenge type for ``name``: the first matching rule, else dns-01 for a wildcard
+        (when configured), else the default."""
         for rule in self.solvers:
             if rule.matches(name):
                 return rule.type
+        if name.startswith("*.") and self.dns01 is not None:
+            return "dns-01"  # RFC 8555 §7.1.3: wildcards are validated by dns-01 only
         if self.challenge:
             return self.challenge
         return "http-01" if self.http01 is not None or self.dns01 is None else "dns-01"
