@@ -45,7 +45,8 @@ def orders_placed(pebble: Pebble) -> int:
     return len(re.findall(r"Added order ", pebble.log()))
 
 
-def test_cli_issue_from_pebble_then_account_commands(pebble: Pebble, tmp_path: Path) -> None:
+def test_cli_issue_from_pebble_then_account_commands(pebble: Pebble, home: Path, ck) -> None:  # type: ignore[no-untyped-def]
+    tmp_path = home
     write_config(tmp_path / "certkeeper.toml", pebble)
     env = env_for(tmp_path)
     done = run_cli("issue", *NAMES, "--issuer", "pebble", env=env)
@@ -53,36 +54,36 @@ def test_cli_issue_from_pebble_then_account_commands(pebble: Pebble, tmp_path: P
     for step in ("account", "order", "authorization mail.contoso.test (http-01)", "validation", "finalize",
                  "download"):
         assert step in done.stdout + done.stderr
-    shown = run_cli("show", "mail.contoso.test", "--pem", env=env)
-    assert shown.returncode == 0, shown.stderr
-    certs = x509.load_pem_x509_certificates(shown.stdout.encode())
-    leaf_pem = shown.stdout.encode().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
-    chain_pem = shown.stdout.encode()[len(leaf_pem):]
+    shown = ck("show", "mail.contoso.test", "--pem")
+    assert shown.code == 0, shown
+    certs = x509.load_pem_x509_certificates(shown.out.encode())
+    leaf_pem = shown.out.encode().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+    chain_pem = shown.out.encode()[len(leaf_pem):]
     assert len(certs) >= 2
     verify_chain(leaf_pem, chain_pem, pebble.root_pem(), "autodiscover.contoso.test")
 
-    revoked = run_cli("revoke", "mail.contoso.test", "--reason", "superseded", "--yes", env=env)
-    assert revoked.returncode == 0, revoked.stderr
+    revoked = ck("revoke", "mail.contoso.test", "--reason", "superseded", "--yes")
+    assert revoked.code == 0, revoked
     assert pebble.cert_status(x509.load_pem_x509_certificate(leaf_pem).serial_number)["Status"] == "Revoked"
 
-    account = run_cli("account", "show", "--issuer", "pebble", "--json", env=env)
-    assert account.returncode == 0, account.stderr
-    info = json.loads(account.stdout)
+    account = ck("account", "show", "--issuer", "pebble", "--json")
+    assert account.code == 0, account
+    info = json.loads(account.out)
     assert info["status"] == "valid" and info["contact"] == ["mailto:exchange-admins@contoso.test"]
     assert info["url"].startswith(f"https://127.0.0.1:{pebble.port}/")
-    assert "BEGIN" not in account.stdout and '"d"' not in account.stdout  # no key material
+    assert "BEGIN" not in account.out and '"d"' not in account.out  # no key material
 
-    gone = run_cli("account", "deactivate", "--issuer", "pebble", "--yes", env=env)
-    assert gone.returncode == 0, gone.stderr
-    assert "deactivated" in gone.stdout
-    again = run_cli("account", "show", "--issuer", "pebble", env=env)
-    assert "unregistered" in again.stdout
-    registered = run_cli("account", "register", "--issuer", "pebble", "--json", env=env)
-    assert registered.returncode == 0, registered.stderr
-    assert json.loads(registered.stdout)["url"] != info["url"]
+    gone = ck("account", "deactivate", "--issuer", "pebble", "--yes")
+    assert gone.code == 0, gone
+    assert "deactivated" in gone.out
+    again = ck("account", "show", "--issuer", "pebble")
+    assert "unregistered" in again.out
+    registered = ck("account", "register", "--issuer", "pebble", "--json")
+    assert registered.code == 0, registered
+    assert json.loads(registered.out)["url"] != info["url"]
 
-    wrong = run_cli("account", "show", "--issuer", "internal", env=env)
-    assert wrong.returncode == 1 and "not an ACME issuer" in wrong.stderr
+    wrong = ck("account", "show", "--issuer", "internal")
+    assert wrong.code == 1 and "not an ACME issuer" in wrong.err
 
 
 HOOK = """#!{python}
