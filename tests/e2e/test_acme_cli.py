@@ -62,6 +62,13 @@ def test_cli_issue_from_pebble_then_account_commands(pebble: Pebble, home: Path,
     assert len(certs) >= 2
     verify_chain(leaf_pem, chain_pem, pebble.root_pem(), "autodiscover.contoso.test")
 
+    # renewal through the service sends ARI `replaces` for the current certificate
+    renewed = ck("renew", "mail.contoso.test", "--force")
+    assert renewed.code == 0, renewed
+    assert len(re.findall(r'ARI: order "[^"]+" is a replacement of', pebble.log())) >= 1
+    shown = ck("show", "mail.contoso.test", "--pem")
+    leaf_pem = shown.out.encode().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+
     revoked = ck("revoke", "mail.contoso.test", "--reason", "superseded", "--yes")
     assert revoked.code == 0, revoked
     assert pebble.cert_status(x509.load_pem_x509_certificate(leaf_pem).serial_number)["Status"] == "Revoked"

@@ -23,7 +23,7 @@ from certkeeper.issuers.acme.ari import cert_id_from_pem
 from certkeeper.issuers.acme.issuer import AcmeIssuer
 from certkeeper.model import IssueRequest
 from certkeeper.plugins import MemoryState, PluginContext
-from tests.fixtures.pebble import Pebble, make_csr, verify_chain
+from tests.fixtures.pebble import ChallTestSrv, Pebble, PebbleFactory, make_csr, verify_chain
 
 
 def context(tmp_path: Path, state: MemoryState | None = None, secrets: Mapping[str, str] | None = None
@@ -149,6 +149,25 @@ def test_unknown_saved_order_places_exactly_one_new_order(pebble: Pebble, tmp_pa
     result = issuer.issue(request(("lost.contoso.test",), checkpoint=lost, save_checkpoint=saved.append))
     assert orders_placed(pebble) == before + 1
     assert result.details["order_url"] == saved[0]["order_url"] != lost["order_url"]
+
+
+def test_a_ca_that_forgot_everything(pebble_factory: PebbleFactory, challtestsrv: ChallTestSrv,
+                                     tmp_path: Path) -> None:
+    """After a CA restart (Pebble keeps nothing) the stored account is unknown: certkeeper
+    registers again with the same key, and a saved order that no longer exists is replaced by
+    exactly one new order."""
+    pebble = pebble_factory.start(dns_server=challtestsrv.dns_address, name="pebble-restart")
+    state = MemoryState()
+    issuer = AcmeIssuer.from_options("p", options(pebble), context(tmp_path, state))
+    saved: list[Mapping[str, Any]] = []
+    first = issuer.issue(request(("forgot.contoso.test",), save_checkpoint=saved.append))
+    pebble.restart()
+    steps: list[str] = []
+    second = issuer.issue(request(("forgot.contoso.test",), checkpoint=saved[0], progress=steps.append))
+    assert second.details["account_url"] != first.details["account_url"]
+    assert "order" in steps and not any(step.startswith("order (resuming") for step in steps)
+    assert orders_placed(pebble) == 2  # one before the restart, one after
+    verify_chain(second.cert_pem, second.chain_pem, pebble.root_pem(), "forgot.contoso.test")
 
 
 # -- ARI and replaces --------------------------------------------------------------------------
