@@ -209,11 +209,12 @@ def validate_options(model: type[BaseModel], options: Mapping[str, Any], where: 
 
 def load(path: Path | str | None = None) -> Config:
     """Find and load the config; no file at the default place means all defaults."""
-    explicit = path or os.environ.get(CONFIG_ENV)
-    config_path = Path(explicit) if explicit else default_config_path()
+    env = os.environ.get(CONFIG_ENV)
+    config_path = Path(path) if path else Path(env) if env else default_config_path()
     if not config_path.exists():
-        if explicit:
+        if path:
             raise ConfigError(f"config file {config_path} does not exist")
+        # $CERTKEEPER_CONFIG or the platform path may name a file not written yet (certkeeper init)
         return parse({}, path=None)
     try:
         with config_path.open("rb") as handle:

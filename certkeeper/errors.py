@@ -29,7 +29,7 @@ class InvalidName(CertkeeperError):
     """A hostname was refused. ``name`` is the offending input, ``rule`` the rule it broke."""
 
     def __init__(self, name: str, rule: str, message: str) -> None:
-        super().__init__(f"{name!r}: {message}")
+        super().__init__(f"{name!r}: {message} [rule: {rule}]")
         self.name = name
         self.rule = rule
 
@@ -43,7 +43,7 @@ class InvalidNames(InvalidName):
         if not errors:
             raise ValueError("InvalidNames needs at least one error")
         lines = [f"{len(errors)} names refused:"]
-        lines += [f"- {error} [{error.rule}]" for error in errors]
+        lines += [f"- {error}" for error in errors]
         CertkeeperError.__init__(self, "\n".join(lines))
         self.name = errors[0].name
         self.rule = errors[0].rule

@@ -87,7 +87,7 @@ def serve(address: str, service: Service, state: dict[str, Any], health: Callabl
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
-    registry.register(StoreCollector(service, state))  # type: ignore[arg-type]
+    registry.register(StoreCollector(service, state))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -55,13 +55,12 @@ def generate_key() -> bytes:
 
 def parse_keys(text: str) -> list[bytes]:
     keys = []
-    for raw in text.splitlines():
-        if raw.strip().startswith("#"):
-            continue  # before splitting on commas: the file's header comment contains one
-        for line in raw.split(","):
-            line = line.strip()
-            if line:
-                keys.append(line.encode("ascii"))
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        for part in line.split(","):
+            part = part.strip()
+            if part:
+                keys.append(part.encode("ascii"))
     return keys
 
 

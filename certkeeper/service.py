@@ -240,9 +240,13 @@ class Service:
                 "no names given: pass them (certkeeper issue mail.contoso.com autodiscover.contoso.com) "
                 "or configure [outlook_anywhere] external_host and domains"
             )
-        from certkeeper.outlook.planner import plan_names
-
-        return tuple(plan_names(oa.external_host, oa.domains, legacy_host=oa.legacy_host, extra=oa.extra_names))
+        # the external host, autodiscover.<domain> per accepted domain, the legacy name in coexistence
+        # (reference/exchange.md §1.2); `certkeeper plan` explains each and warns
+        names = [oa.external_host, *(f"autodiscover.{domain}" for domain in oa.domains)]
+        if oa.legacy_host:
+            names.append(oa.legacy_host)
+        names.extend(oa.extra_names)
+        return tuple(names)
 
     # -- issuing ------------------------------------------------------------------------------------
 
@@ -579,7 +583,7 @@ class Service:
         names = hostnames.normalize_names(info.names, allow_internal=True)
         key_type = pki_keys.key_type_of(key)
         if key_type is None:
-            raise InputError(f"{what}: unsupported key type {info.key_description}")
+            raise InputError(f"{what}: unsupported key type {info.key}")
         self.config.issuer_table(issuer)
         cert_id = cert_id or certificate_id_for(names)
         key_pem = pki_keys.private_key_pem(key)
@@ -838,6 +842,45 @@ class Service:
             return None
         return int(self.repository.revision(session, row.revision_id).number)
 
+    def rollout_order(self) -> list[str]:
+        """Nodes in rollout order: the canary first, then ``rollout_order``; others deploy last."""
+        settings = self.config.settings.daemon
+        order = [settings.canary] if settings.canary else []
+        order += [node for node in settings.rollout_order if node not in order]
+        return order
+
+    def _rollout_gate(self, session: Any, cert_id: str, revision_id: int, now: datetime) -> str | None:
+        """Why this node must wait before deploying ``revision_id``, or None.
+
+        A node deploys a new revision only after every live node before it in the rollout order has
+        proven it (verified); if one of them failed, the rollout stops there (the canary gate) and
+        the later nodes keep serving the previous certificate.
+        """
+        from sqlalchemy import select
+
+        from certkeeper.store.schema import NodeRow
+
+        order = self.rollout_order()
+        if not order or not self.node:
+            return None
+        before = order[: order.index(self.node)] if self.node in order else order
+        stale = now - timedelta(seconds=3 * self.config.settings.daemon.lease_ttl_seconds)
+        for node in before:
+            alive = session.scalars(select(NodeRow).where(NodeRow.name == node, NodeRow.heartbeat_at >= stale)).first()
+            if alive is None:
+                continue  # a node that is down does not hold the others back
+            states = set(session.scalars(
+                select(DeploymentRow.state).where(
+                    DeploymentRow.certificate_id == cert_id, DeploymentRow.revision_id == revision_id,
+                    DeploymentRow.node == node,
+                )
+            ))
+            if "failed" in states:
+                return f"rollout stopped: node {node} failed to deploy this revision"
+            if not states or not states <= {"verified", "deployed"}:
+                return f"waiting for node {node} to deploy and verify this revision first"
+        return None
+
     def _deploy_one(
         self, cert_id: str, revision_id: int, key: str, binding: Mapping[str, Any], *, force: bool
     ) -> DeployResult:
@@ -853,6 +896,9 @@ class Service:
                                         served_fingerprint=row.served_fingerprint)
                 if row.state == "failed" and row.next_attempt_at and now < row.next_attempt_at:
                     return DeployResult(key, False, f"backing off until {row.next_attempt_at:%H:%M} UTC", skipped=True)
+            waiting = self._rollout_gate(session, cert_id, revision_id, now)
+            if waiting is not None:
+                return DeployResult(key, False, waiting, skipped=True)
             previous_number = self._previous_served(session, cert_id, revision_id, key)
             if row is None:
                 row = DeploymentRow(

@@ -59,7 +59,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="CERTKEEPER_CONFIG",
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Config file (default: $CERTKEEPER_CONFIG, then the platform config folder).")
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle steps to stderr.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json
+from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json, print_table
 from certkeeper.model import KeyType
 
 KEY_TYPES = [key_type.value for key_type in KeyType]
@@ -80,25 +80,25 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAMES", "ISSUER", "NOT AFTER", "DAYS", "RENEWS", "HEALTH"):
-        table.add_column(column)
-    colours = {"Ready": "green", "Renewing": "cyan", "Expiring": "yellow", "Failing": "red", "Expired": "red"}
-    for row in rows:
-        colour = colours.get(str(row["health"]), "white")
-        table.add_row(
-            str(row["id"]), ", ".join(row["names"]), str(row["issuer"]),  # type: ignore[arg-type]
-            fmt_time(row["not_after"]),  # type: ignore[arg-type]
-            "-" if row["days_left"] is None else f"{row['days_left']:.0f}",
-            fmt_time(row["renewal_time"]),  # type: ignore[arg-type]
-            f"[{colour}]{row['health']}[/{colour}]",
-        )
     if not rows:
         console().print("No certificates yet. Issue one: certkeeper issue mail.contoso.com autodiscover.contoso.com")
         return
-    console().print(table)
+    colours = {"Ready": "green", "Renewing": "cyan", "Expiring": "yellow", "Failing": "red", "Expired": "red",
+               "Missing": "yellow"}
+    print_table(
+        ["ID", "NAMES", "ISSUER", "NOT AFTER", "DAYS", "RENEWS", "HEALTH"],
+        [
+            [
+                str(row["id"]), ",".join(row["names"]), str(row["issuer"]),  # type: ignore[arg-type]
+                fmt_time(row["not_after"]),  # type: ignore[arg-type]
+                "-" if row["days_left"] is None else f"{row['days_left']:.0f}",
+                fmt_time(row["renewal_time"]),  # type: ignore[arg-type]
+                str(row["health"]),
+            ]
+            for row in rows
+        ],
+        styles={6: colours},
+    )
 
 
 @click.command()

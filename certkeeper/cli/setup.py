@@ -67,7 +67,10 @@ def init(ctx: click.Context, force: bool) -> None:
     from certkeeper.service import Service
 
     obj = ctx.find_root().obj or {}
-    path = Path(obj.get("config_path") or config_module.default_config_path())
+    import os
+
+    explicit = obj.get("config_path") or os.environ.get(config_module.CONFIG_ENV)
+    path = Path(explicit) if explicit else config_module.default_config_path()
     data_dir = config_module.default_data_dir()
     out = console()
     if path.exists() and not force:
@@ -76,7 +79,7 @@ def init(ctx: click.Context, force: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, EXAMPLE_CONFIG.format(data_dir=data_dir).encode(), mode=0o640)
         out.print(f"Wrote example config {path}")
-    loaded = config_module.load(path)
+    loaded = config_module.load(str(path))
     service = Service.open(loaded, create=True)
     out.print(f"Data folder {loaded.data_dir} (0700), secret key {loaded.secret_key_file} (0600)")
     from certkeeper.store.db import redact_url

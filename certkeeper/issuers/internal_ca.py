@@ -9,6 +9,7 @@ SAN with every name, CN = first name, serverAuth EKU, critical key usage, SKI/AK
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self
@@ -268,9 +269,17 @@ class InternalCA:
 
     # -- internals --------------------------------------------------------------------------------
 
+    #: first use creates the CA: parallel issuance (renew --all) must not create two roots
+    _init_lock = threading.Lock()
+
     def _ensure(self) -> None:
         if self.is_initialized():
             return
+        with self._init_lock:
+            if not self.is_initialized():
+                self._create_missing()
+
+    def _create_missing(self) -> None:
         if self.state.get(ROOT_CERT) is not None and self.state.get(ROOT_KEY) is not None:
             # never replace a root clients already trust just because the intermediate is missing
             log.info("issuer %s: issuing CA missing, re-creating it under the existing root", self.name)

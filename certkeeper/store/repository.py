@@ -213,8 +213,15 @@ class Repository:
                 RevisionRow.serial, RevisionRow.fingerprint_sha256, RevisionRow.not_before,
                 RevisionRow.not_after, RevisionRow.renewal_time,
             )
+            cert_cols = (
+                CertificateRow.id, CertificateRow.names, CertificateRow.issuer, CertificateRow.key_type,
+                CertificateRow.enabled, CertificateRow.failure_count, CertificateRow.last_failure_at,
+                CertificateRow.last_failure_message, CertificateRow.rejected, CertificateRow.next_attempt_at,
+                CertificateRow.renew_before_seconds,
+            )
+            # plain column rows, not ORM entities: 10,000 certificates list in a fraction of the time
             query = (
-                select(CertificateRow, *rev_cols)
+                select(*cert_cols, *rev_cols)
                 .outerjoin(latest, latest.c.certificate_id == CertificateRow.id)
                 .outerjoin(
                     RevisionRow,
@@ -225,9 +232,9 @@ class Repository:
             if cert_ids is not None:
                 query = query.where(CertificateRow.id.in_(list(cert_ids)))
             pending_ids = set(
-                session.scalars(
+                session.connection().execute(
                     select(RevisionRow.certificate_id).where(RevisionRow.state == RevisionState.PENDING.value)
-                )
+                ).scalars()
             )
             failing: dict[str, tuple[tuple[str, ...], str, str]] = {}
             if session.scalar(select(func.count(CertificateRow.id)).where(CertificateRow.failure_count > 0)):
@@ -247,18 +254,20 @@ class Repository:
                 )
                 failing = {cid: (tuple(n), kt, iss) for cid, n, kt, iss in failed_rows}
             result = []
-            for cert, number, names, key_type, issuer, serial, fp, nb, na, rt in session.execute(query):
+            for (cid, cnames, cissuer, ckey_type, enabled, failure_count, last_failure_at, last_failure_message,
+                 rejected, next_attempt_at, renew_before, number, names, key_type, issuer, serial, fp, nb, na,
+                 rt) in session.connection().execute(query):
                 result.append(
                     Overview(
-                        id=cert.id, names=tuple(cert.names), issuer=cert.issuer, key_type=cert.key_type,
-                        enabled=cert.enabled, failure_count=cert.failure_count,
-                        last_failure_at=cert.last_failure_at, last_failure_message=cert.last_failure_message,
-                        rejected=cert.rejected, next_attempt_at=cert.next_attempt_at,
-                        renew_before_seconds=cert.renew_before_seconds, pending=cert.id in pending_ids,
+                        id=cid, names=tuple(cnames), issuer=cissuer, key_type=ckey_type,
+                        enabled=enabled, failure_count=failure_count,
+                        last_failure_at=last_failure_at, last_failure_message=last_failure_message,
+                        rejected=rejected, next_attempt_at=next_attempt_at,
+                        renew_before_seconds=renew_before, pending=cid in pending_ids,
                         revision=number, revision_names=tuple(names) if names is not None else None,
                         revision_key_type=key_type, revision_issuer=issuer, serial=serial, fingerprint=fp,
                         not_before=nb, not_after=na, renewal_time=rt,
-                        last_failure_spec=failing.get(cert.id) if cert.failure_count else None,
+                        last_failure_spec=failing.get(cid) if failure_count else None,
                     )
                 )
             return result
@@ -345,7 +354,10 @@ class Repository:
                 )
                 .values(lease_holder=holder, lease_expires_at=now + ttl)
             )
-            return bool(result.rowcount)
+            if result.rowcount:
+                return True
+            self.get_certificate(session, cert_id)  # NotFound for an unknown id, not "someone holds it"
+            return False
 
     def release_certificate_lease(self, cert_id: str, holder: str) -> None:
         with self.session() as session:

@@ -59,3 +59,8 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.SQLITE_BUSY_TIMEOUT_MS
+
+
+def test_head_constant_matches_alembic_head() -> None:
+    # commands compare the store with HEAD_REVISION without importing Alembic; a new migration must update it
+    assert db.HEAD_REVISION == db.head_revision()

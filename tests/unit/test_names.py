@@ -295,7 +295,7 @@ def test_several_bad_names_are_all_listed() -> None:
     assert message.startswith("4 names refused:")
     for name, rule in [(e.name, e.rule) for e in error.errors]:
         assert f"- {name!r}: " in message
-        assert f"[{rule}]" in message
+        assert f"[rule: {rule}]" in message
     # still an InvalidName, carrying the first refusal
     assert isinstance(error, InvalidName)
     assert (error.name, error.rule) == ("*.*.contoso.com", "wildcard-count")
