@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -316,3 +317,40 @@ def test_revoke_with_account_and_with_certificate_key(pebble: Pebble, tmp_path: 
     other.revoke(issued2.cert_pem, key_pem, 1)
     serial2 = x509.load_pem_x509_certificate(issued2.cert_pem).serial_number
     assert pebble.cert_status(serial2)["Status"] == "Revoked"
+
+
+# -- preferred chain and Retry-After while polling ---------------------------------------------
+
+
+def test_preferred_chain_picks_the_alternate_root(pebble_factory: PebbleFactory, challtestsrv: ChallTestSrv,
+                                                 tmp_path: Path) -> None:
+    pebble = pebble_factory.start(dns_server=challtestsrv.dns_address, name="pebble-alt",
+                                  env={"PEBBLE_ALTERNATE_ROOTS": "1"})
+    alternate_root = x509.load_pem_x509_certificate(pebble.root_pem(1))
+    wanted = alternate_root.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+    default_root = x509.load_pem_x509_certificate(pebble.root_pem(0))
+    plain = AcmeIssuer.from_options("p", options(pebble), context(tmp_path)).issue(request(("chain.contoso.test",)))
+    top = x509.load_pem_x509_certificates(plain.chain_pem)[-1]
+    assert top.issuer == default_root.subject
+    preferred = AcmeIssuer.from_options("p", options(pebble, preferred_chain=wanted), context(tmp_path))
+    result = preferred.issue(request(("chain.contoso.test",)))
+    top = x509.load_pem_x509_certificates(result.chain_pem)[-1]
+    assert top.issuer == alternate_root.subject
+    verify_chain(result.cert_pem, result.chain_pem, pebble.root_pem(1), "chain.contoso.test")
+
+
+def test_polling_honours_the_cas_retry_after(pebble_factory: PebbleFactory, challtestsrv: ChallTestSrv,
+                                            tmp_path: Path) -> None:
+    """Pebble's retryAfter sends Retry-After on pending authorizations and orders, at random as
+    delta-seconds or an HTTP date: certkeeper waits that long instead of polling every 25 ms."""
+    pebble = pebble_factory.start(dns_server=challtestsrv.dns_address, name="pebble-retry",
+                                  config={"retryAfter": {"authz": 1, "order": 1}})
+    issuer = AcmeIssuer.from_options("p", options(pebble), context(tmp_path))
+    issuer.register()
+    before = pebble.log().count("POST /authZ/")
+    start = time.monotonic()
+    issuer.issue(request(("slow.contoso.test",)))
+    elapsed = time.monotonic() - start
+    polls = pebble.log().count("POST /authZ/") - before
+    assert polls <= 4
+    assert 0.9 < elapsed < 10  # it waited the second it was told (it takes 0.1 s when ignored)
