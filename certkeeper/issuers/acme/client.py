@@ -35,7 +35,7 @@ from requests.utils import parse_header_links
 from certkeeper.clock import Clock
 from certkeeper.errors import IssuanceError
 
-from .problems import problem_code, translate
+from .problems import PROTOCOL_ERRORS, problem_code, translate
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class Directory:
                 try:
                     response = net.get(self.url)
                     self._directory = messages.Directory.from_json(response.json())
-                except Exception as exc:
+                except PROTOCOL_ERRORS as exc:
                     raise translate(exc, what=f"ACME directory {self.url}") from exc
             return self._directory
 

@@ -32,7 +32,7 @@ from . import ari
 from .account import AccountRecord, AccountStore, new_record
 from .client import Deadline, Directory, Network, Order, Session, parse_retry_after
 from .options import AcmeOptions
-from .problems import problem_code, translate
+from .problems import PROTOCOL_ERRORS, problem_code, translate
 from .solvers import ChallengeSolver
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class AcmeIssuer:
                 contact=self.options.contact, terms_of_service_agreed=True, external_account_binding=eab)
             try:
                 response = session.post(session.directory["newAccount"], registration)
-            except Exception as exc:
+            except PROTOCOL_ERRORS as exc:
                 raise translate(exc, what="ACME account registration") from exc
             url = response.headers.get("Location")
             if not url:
@@ -240,7 +240,7 @@ class AcmeIssuer:
                 info["status"] = f"unknown to the CA ({problem_code(exc)})"
                 return info
             raise translate(exc, what="ACME account lookup") from exc
-        except Exception as exc:
+        except PROTOCOL_ERRORS as exc:
             raise translate(exc, what="ACME account lookup") from exc
         info.update(status=_status(body) or "valid", contact=list(body.contact))
         return info
@@ -255,7 +255,7 @@ class AcmeIssuer:
             update = messages.UpdateRegistration(status=messages.STATUS_DEACTIVATED)
             response = session.post(record.url, update)
             body = messages.Registration.from_json(response.json())
-        except Exception as exc:
+        except PROTOCOL_ERRORS as exc:
             raise translate(exc, what="ACME account deactivation") from exc
         self._accounts.delete()
         log.info("ACME account %s deactivated", record.url)
@@ -309,7 +309,7 @@ class AcmeIssuer:
             raise translate(exc, what="ACME", retry_after=getattr(exc, "retry_after_at", None)) from exc
         except IssuanceError:
             raise
-        except Exception as exc:
+        except PROTOCOL_ERRORS as exc:
             raise translate(exc, what="ACME") from exc
         csr_key = x509.load_pem_x509_csr(request.csr_pem).public_key()
         if _spki(certs[0].public_key()) != _spki(csr_key):

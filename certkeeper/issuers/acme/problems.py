@@ -12,6 +12,7 @@ from datetime import datetime
 import requests
 from acme import errors as acme_errors
 from acme import messages
+from josepy import errors as jose_errors
 
 from certkeeper.errors import IssuanceError, IssuanceRejected
 
@@ -35,6 +36,12 @@ REJECTED = frozenset({
     "alreadyReplaced",
     "invalidProfile",
 })
+
+
+#: what the protocol layer raises for a failed exchange (anything else is a bug and propagates)
+PROTOCOL_ERRORS: tuple[type[BaseException], ...] = (
+    messages.Error, acme_errors.Error, jose_errors.Error, requests.exceptions.RequestException, ValueError,
+)
 
 
 def problem_code(error: messages.Error) -> str:
