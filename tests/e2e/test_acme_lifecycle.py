@@ -122,7 +122,7 @@ def test_resume_finishes_the_saved_order(pebble: Pebble, tmp_path: Path) -> None
     _key, csr = make_csr(names)
     first = AcmeIssuer.from_options("pebble", options(pebble), context(tmp_path, state))
     before = orders_placed(pebble)
-    with pytest.raises(Exception, match="Crash"):
+    with pytest.raises(Crash):
         first.issue(IssueRequest(certificate_id="c", names=names, csr_pem=csr,
                                  save_checkpoint=crash_after_order))
     assert saved["order_url"] and orders_placed(pebble) == before + 1
