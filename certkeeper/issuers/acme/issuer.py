@@ -395,7 +395,9 @@ class AcmeIssuer:
                 request.progress(f"authorization {name}: already valid")
                 continue
             if status != "pending":
-                raise IssuanceRejected(f"the authorization for {name} is {status}", name=name)
+                # invalid / expired / deactivated: this order cannot succeed any more; a retry
+                # finds it invalid and places a new one (Boulder does not retry challenges)
+                raise IssuanceError(f"the authorization for {name} is {status}", name=name)
             kind = self.options.challenge_for(name)
             challenge = next((c for c in authorization.challenges if c.chall.typ == kind), None)
             if challenge is None:
