@@ -170,8 +170,9 @@ class Network(acme_client.ClientNetwork):
                     raise
                 dropped += 1
                 log.debug("connection dropped by the server, retrying: %s", error)
-            except messages.Error as error:
-                if problem_code(error) == "badNonce" and bad_nonces < self.bad_nonce_retries:
+            except (messages.Error, acme_errors.ClientError) as error:
+                bad_nonce = isinstance(error, messages.Error) and problem_code(error) == "badNonce"
+                if bad_nonce and bad_nonces < self.bad_nonce_retries:
                     bad_nonces += 1
                     log.debug("badNonce, retrying with the fresh nonce (%d)", bad_nonces)
                     continue
@@ -179,7 +180,8 @@ class Network(acme_client.ClientNetwork):
                 if delay is None or delay > self.deadline.remaining():
                     raise self._give_up(error) from None
                 busy += 1
-                log.info("ACME server busy (%s), retrying in %.1f s", problem_code(error), delay)
+                status = self.last_response.status_code if self.last_response is not None else 0
+                log.info("ACME server busy (HTTP %d), retrying in %.1f s", status, delay)
                 self.deadline.sleep(delay, "ACME request")
 
     def get(self, url: str, content_type: str = acme_client.ClientNetwork.JSON_CONTENT_TYPE,
