@@ -163,9 +163,9 @@ class Network(acme_client.ClientNetwork):
                 return self._post_once(*args, **kwargs)
             except requests.exceptions.ConnectionError as error:
                 # A keep-alive connection the server closed while idle fails on reuse before
-                # the request is read ("Remote end closed connection"); a fresh one works. A
-                # request that did arrive was signed with a now-spent nonce and comes back as
-                # badNonce, so repeating cannot apply it twice.
+                # the request is read ("Remote end closed connection"); a fresh one works.
+                # Repeating is safe for almost every ACME POST (POST-as-GET, answering a
+                # challenge, finalizing); a repeated newOrder at worst leaves an unused order.
                 if dropped >= 2 or not _is_dropped_connection(error):
                     raise
                 dropped += 1
