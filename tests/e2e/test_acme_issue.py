@@ -247,3 +247,30 @@ def test_exec_script_failure_is_reported(pebble: Pebble, tmp_path: Path) -> None
     with pytest.raises(Exception, match="exited 3: provider said no") as caught:
         issuer.issue(request(("hook.contoso.test",)))
     assert getattr(caught.value, "name", None) == "hook.contoso.test"
+
+
+def test_standalone_listener_serves_only_tokens_and_only_while_needed() -> None:
+    import urllib.error
+    import urllib.request
+
+    from certkeeper.issuers.acme.solvers.http01 import StandaloneHttp01
+    from tests.fixtures.core import free_port
+
+    port = free_port()
+    solver = StandaloneHttp01("127.0.0.1", port)
+    base = f"http://127.0.0.1:{port}"
+    solver.present("a.contoso.test", "tokenA", "tokenA.thumb")
+    solver.present("b.contoso.test", "tokenB", "tokenB.thumb")
+    with urllib.request.urlopen(f"{base}/.well-known/acme-challenge/tokenA", timeout=5) as response:
+        assert response.read() == b"tokenA.thumb"
+    for path in ("/", "/.well-known/acme-challenge/other", "/tokenA", "/.well-known/acme-challenge/"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(base + path, timeout=5)
+        assert caught.value.code == 404
+        caught.value.close()
+    solver.cleanup("a.contoso.test", "tokenA", "tokenA.thumb")
+    with urllib.request.urlopen(f"{base}/.well-known/acme-challenge/tokenB", timeout=5) as response:
+        assert response.read() == b"tokenB.thumb"  # still up for the other order
+    solver.cleanup("b.contoso.test", "tokenB", "tokenB.thumb")
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{base}/.well-known/acme-challenge/tokenB", timeout=2)
