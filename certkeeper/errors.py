@@ -124,7 +124,14 @@ class IssuancePending(IssuanceError):
 
 class IssuedCertificateInvalid(IssuanceError):
     """The CA returned a certificate that fails our checks (wrong key, wrong names, expired,
-    chain does not verify); nothing is stored."""
+    chain does not verify); nothing is stored.
+
+    Not retried automatically: asking again gets the same answer (an AD CS template that builds
+    the subject from Active Directory, a CA with an expired intermediate) and would loop, as
+    cert-manager found (PR #8610). An operator fixes the cause and runs ``renew --force``.
+    """
+
+    retryable = False
 
 
 class BindError(CertkeeperError):

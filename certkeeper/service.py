@@ -496,8 +496,11 @@ class Service:
         now = self.clock.now()
         with self.repository.session() as session:
             revision = self.repository.revision(session, revision_id)
-            revision.state = RevisionState.FAILED.value
             revision.error = str(exc)
+            # a retryable failure after the CA accepted the request (an ACME order, an AD CS request ID)
+            # keeps the revision pending: the next attempt resumes it instead of asking the CA again
+            resumable = exc.retryable and bool(revision.checkpoint)
+            revision.state = RevisionState.PENDING.value if resumable else RevisionState.FAILED.value
             cert = self.repository.get_certificate(session, cert_id)
             cert.failure_count += 1
             cert.last_failure_at = now
@@ -1016,8 +1019,12 @@ class Service:
 
         built: dict[str, Notifier] = {}
         for name, table in self.config.settings.notifiers.items():
-            cls = load_class(NOTIFIERS, table.type, "notifier")
-            built[name] = cls.from_options(name, table.options(), self.plugin_context(f"notifier:{name}"))
+            # one broken [notifiers.X] table must not stop the others; its alerts wait in the outbox
+            try:
+                cls = load_class(NOTIFIERS, table.type, "notifier")
+                built[name] = cls.from_options(name, table.options(), self.plugin_context(f"notifier:{name}"))
+            except CertkeeperError as exc:
+                log.error("notifier %s cannot be used: %s", name, exc, extra={"notifier": name})
         return built
 
     def outbox(self) -> Any:

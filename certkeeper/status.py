@@ -95,7 +95,10 @@ def status_report(service: Service) -> dict[str, Any]:
                 for row in latest.values()
             ],
         })
-    return {"at": now, "certificates": certificates, "pending_alerts": service.repository.pending_alerts()}
+    return {
+        "at": now, "certificates": certificates, "pending_alerts": service.repository.pending_alerts(),
+        "failed_alerts": service.repository.dead_alerts(),
+    }
 
 
 def node_matrix(service: Service) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
                       f"({(dep['served_fingerprint'] or '-')[:16]}, verified {fmt_time(dep['verified_at'])})")
     if not report["certificates"]:
         out.print("No certificates under management.")
-    out.print(f"Alerts waiting: {report['pending_alerts']}")
+    out.print(f"Alerts waiting: {report['pending_alerts']}; given up: {report['failed_alerts']}")
 
 
 @click.command()

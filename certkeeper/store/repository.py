@@ -434,6 +434,11 @@ class Repository:
                 query = query.where(DeploymentRow.certificate_id == cert_id)
             return list(session.scalars(query))
 
+    def dead_alerts(self) -> int:
+        """Alerts given up after a permanent error or too many attempts."""
+        with self.session() as session:
+            return int(session.scalar(select(func.count(OutboxRow.id)).where(OutboxRow.dead.is_(True))) or 0)
+
     def pending_alerts(self) -> int:
         with self.session() as session:
             return int(

@@ -1,0 +1,74 @@
+"""``certkeeper notify test [NAME]``: send a test alert straight to the configured notifiers.
+
+The test bypasses the outbox (nothing is queued or retried) and prints one line per notifier:
+``ok`` or ``failed: <reason>``. Reasons are the notifiers' own messages, which never contain a
+webhook URL or password, and say "could not reach" for refused, unreachable and timed-out
+connections alike, so the command cannot be used to map which internal ports are open
+(reference/reliability.md §4.5); private and loopback targets are refused unless allow-listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import click
+
+from certkeeper.cli.common import open_service
+
+log = logging.getLogger(__name__)
+
+
+@click.group()
+def notify() -> None:
+    """Alerts: send a test message."""
+
+
+@notify.command("test")
+@click.argument("name", required=False)
+@click.pass_context
+def test(ctx: click.Context, name: str | None) -> None:
+    """Send a TEST alert to notifier NAME, or to every configured notifier.
+
+    Exits 1 when any notifier failed.
+    """
+    from certkeeper.errors import CertkeeperError, ConfigError, NotFound, NotifyError
+    from certkeeper.model import Event, EventKind
+    from certkeeper.plugins import NOTIFIERS, load_class
+
+    service = open_service(ctx, sync=False)
+    tables = service.config.settings.notifiers
+    if not tables:
+        raise ConfigError("no notifiers are configured (add a [notifiers.NAME] table to the config)")
+    if name is not None and name not in tables:
+        raise NotFound(f"no notifier named {name!r} (configured: {', '.join(sorted(tables))})")
+    names = [name] if name is not None else sorted(tables)
+    host = socket.gethostname()
+    failed = 0
+    for notifier_name in names:
+        table = tables[notifier_name]
+        event = Event(
+            kind=EventKind.TEST,
+            occurred_at=service.clock.now(),
+            message=f"A test alert from certkeeper on {host} through notifier {notifier_name!r}. "
+            "If you can read this, alerts reach you.",
+        )
+        try:
+            cls = load_class(NOTIFIERS, table.type, "notifier")
+            notifier = cls.from_options(notifier_name, table.options(), service.plugin_context(
+                f"notifier:{notifier_name}"))
+            notifier.notify(event)
+        except (NotifyError, ConfigError) as exc:
+            failed += 1
+            click.echo(f"{notifier_name} ({table.type}): failed: {exc}")
+        except CertkeeperError as exc:
+            failed += 1
+            click.echo(f"{notifier_name} ({table.type}): failed: {exc}")
+        except Exception as exc:  # a bug in a notifier: say which, keep its text out (it could hold a URL)
+            failed += 1
+            log.debug("notifier %r raised", notifier_name, exc_info=True)
+            click.echo(f"{notifier_name} ({table.type}): failed: unexpected {type(exc).__name__}")
+        else:
+            click.echo(f"{notifier_name} ({table.type}): ok")
+    if failed:
+        raise NotifyError(f"{failed} of {len(names)} notifier(s) failed")

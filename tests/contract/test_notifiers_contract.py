@@ -1,0 +1,103 @@
+"""The Notifier contract, run against every built-in notifier type in the registry.
+
+- built with ``from_options`` from the registry; unknown or bad options raise ConfigError naming
+  ``notifiers.NAME.key``;
+- ``notify`` sends one message for one event;
+- an unreachable endpoint raises NotifyError (retryable), never a foreign exception;
+- nothing secret is in the exception text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certkeeper.clock import FrozenClock
+from certkeeper.errors import ConfigError, NotifyError
+from certkeeper.model import Event, EventKind
+from certkeeper.notifiers import Notifier
+from certkeeper.plugins import NOTIFIERS, load_class
+from tests.fixtures.core import free_port
+from tests.fixtures.http import HttpStub
+from tests.fixtures.mail import SMTP_PASSWORD, MailServer
+from tests.integration.notifier_helpers import HOOK_SECRET, SLACK_CANARY, context
+
+LOOPBACK = {"allow_http": True, "allow_networks": ["127.0.0.0/8"]}
+
+
+def http_options(kind: str, url_ref: str) -> dict[str, Any]:
+    if kind == "webhook":
+        return {"url": url_ref, "secret": "secret:key", **LOOPBACK}
+    return {"webhook_url": url_ref, **LOOPBACK}
+
+
+Case = Callable[[HttpStub, MailServer], tuple[dict[str, Any], Callable[[], int]]]
+
+
+def _http_case(kind: str) -> Case:
+    def case(stub: HttpStub, _mail: MailServer) -> tuple[dict[str, Any], Callable[[], int]]:
+        return http_options(kind, "secret:url"), lambda: len(stub.received())
+    return case
+
+
+def _email_case(_stub: HttpStub, mail: MailServer) -> tuple[dict[str, Any], Callable[[], int]]:
+    return mail.options(), lambda: len(mail.messages)
+
+
+CASES: dict[str, Case] = {
+    "email": _email_case,
+    "slack": _http_case("slack"),
+    "webhook": _http_case("webhook"),
+    "teams": _http_case("teams"),
+}
+
+
+def test_every_registered_type_is_covered() -> None:
+    assert set(CASES) == set(NOTIFIERS)
+
+
+@pytest.fixture(params=sorted(NOTIFIERS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def build(kind: str, options: dict[str, Any], clock: FrozenClock, tmp_path: Path, url: str) -> Notifier:
+    ctx = context(clock, tmp_path, {"url": url, "key": HOOK_SECRET})
+    notifier = load_class(NOTIFIERS, kind, "notifier").from_options("contract", options, ctx)
+    assert isinstance(notifier, Notifier)
+    assert notifier.name == "contract"
+    return notifier
+
+
+def test_sends_one_message(kind: str, http_stub: HttpStub, smtp_server: MailServer, clock: FrozenClock,
+                           tmp_path: Path) -> None:
+    options, sent = CASES[kind](http_stub, smtp_server)
+    notifier = build(kind, options, clock, tmp_path, http_stub.url("/c") + f"?c={SLACK_CANARY}")
+    notifier.notify(Event(kind=EventKind.TEST, occurred_at=clock.now(), message="contract"))
+    assert sent() == 1
+
+
+def test_unknown_option_names_the_key(kind: str, http_stub: HttpStub, smtp_server: MailServer,
+                                      clock: FrozenClock, tmp_path: Path) -> None:
+    options, _sent = CASES[kind](http_stub, smtp_server)
+    with pytest.raises(ConfigError, match=r"notifiers\.contract\.bogus"):
+        build(kind, {**options, "bogus": 1}, clock, tmp_path, http_stub.url())
+
+
+def test_unreachable_endpoint_is_a_retryable_notify_error(kind: str, http_stub: HttpStub,
+                                                         smtp_server: MailServer, clock: FrozenClock,
+                                                         tmp_path: Path) -> None:
+    options, _sent = CASES[kind](http_stub, smtp_server)
+    closed = free_port()
+    if kind == "email":
+        options = {**options, "port": closed}
+    notifier = build(kind, options, clock, tmp_path, f"http://127.0.0.1:{closed}/c?c={SLACK_CANARY}")
+    with pytest.raises(NotifyError) as failure:
+        notifier.notify(Event(kind=EventKind.TEST, occurred_at=clock.now(), message="contract"))
+    assert failure.value.retryable is True
+    text = str(failure.value)
+    assert "could not reach" in text
+    assert SLACK_CANARY not in text and SMTP_PASSWORD not in text and HOOK_SECRET not in text
