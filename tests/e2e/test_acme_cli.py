@@ -13,10 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from tests.fixtures.core import REPO_ROOT, run_cli
 from tests.fixtures.pebble import ChallTestSrv, Pebble, verify_chain
+
+pytestmark = pytest.mark.e2e
 
 NAMES = ("mail.contoso.test", "autodiscover.contoso.test")
 

@@ -21,6 +21,8 @@ from certkeeper.model import IssueRequest
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.pebble import ChallTestSrv, Pebble, make_csr, verify_chain
 
+pytestmark = pytest.mark.e2e
+
 
 def context(tmp_path: Path, state: MemoryState | None = None) -> PluginContext:
     return PluginContext(clock=SystemClock(), state=state or MemoryState(), data_dir=tmp_path)

@@ -26,6 +26,8 @@ from certkeeper.model import IssueRequest
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.pebble import ChallTestSrv, Pebble, PebbleFactory, make_csr, verify_chain
 
+pytestmark = pytest.mark.e2e
+
 
 def context(tmp_path: Path, state: MemoryState | None = None, secrets: Mapping[str, str] | None = None
             ) -> PluginContext:

@@ -15,6 +15,8 @@ from certkeeper.model import IssueRequest
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.pebble import Bind, Pebble, make_csr, verify_chain
 
+pytestmark = pytest.mark.e2e
+
 
 def issuer_for(pebble: Pebble, bind: Bind, tmp_path: Path, secret: str | None = None,
                **dns01: Any) -> AcmeIssuer:
