@@ -63,6 +63,26 @@ def default_node_name() -> str:
     return socket.gethostname().split(".")[0].lower() or "node"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (never probes on Windows, where os.kill kills)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_is_dead(holder: str) -> bool:
+    """A lease holder ``host:pid[:node]`` that ran on this host and is gone (killed, crashed)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    return host == socket.gethostname() and pid_text.isdigit() and not pid_alive(int(pid_text))
+
+
 def certificate_id_for(names: tuple[str, ...]) -> str:
     """A readable default id: the first name (``*`` spelled ``wildcard``)."""
     first = names[0].replace("*", "wildcard")
@@ -138,7 +158,8 @@ class Service:
         self.repository = repository
         self.clock = clock or SystemClock()
         self.node = node or config.settings.daemon.node or ""
-        self.holder = f"{self.node or default_node_name()}:{os.getpid()}"
+        # host:pid:node - lets a later process on the same host see that a holder has died
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.node}"
         self._issuers: dict[str, Issuer] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -278,9 +299,15 @@ class Service:
     ) -> IssueOutcome:
         """Issue (or resume issuing) the certificate ``cert_id`` under its row lease."""
         if not self.repository.acquire_certificate_lease(cert_id, self.holder, ISSUE_LEASE_TTL):
-            raise ConcurrencyError(
-                f"certificate {cert_id!r} is being issued by another certkeeper process; try again later"
-            )
+            holder = self.repository.certificate_lease_holder(cert_id)
+            if holder is None or not holder_is_dead(holder) or not self.repository.take_certificate_lease(
+                cert_id, holder, self.holder, ISSUE_LEASE_TTL
+            ):
+                raise ConcurrencyError(
+                    f"certificate {cert_id!r} is being issued by another certkeeper process"
+                    f"{f' ({holder})' if holder else ''}; try again later"
+                )
+            log.warning("%s: the process that was issuing it (%s) died; resuming its request", cert_id, holder)
         try:
             return self._issue_locked(cert_id, progress, reason)
         finally:

@@ -359,6 +359,21 @@ class Repository:
             self.get_certificate(session, cert_id)  # NotFound for an unknown id, not "someone holds it"
             return False
 
+    def certificate_lease_holder(self, cert_id: str) -> str | None:
+        with self.session() as session:
+            return self.get_certificate(session, cert_id).lease_holder
+
+    def take_certificate_lease(self, cert_id: str, dead_holder: str, holder: str, ttl: timedelta) -> bool:
+        """Take over a lease from a holder known to be dead (compare-and-set on the holder)."""
+        now = self.clock.now()
+        with self.session() as session:
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                update(CertificateRow)
+                .where(CertificateRow.id == cert_id, CertificateRow.lease_holder == dead_holder)
+                .values(lease_holder=holder, lease_expires_at=now + ttl)
+            )
+            return bool(result.rowcount)
+
     def release_certificate_lease(self, cert_id: str, holder: str) -> None:
         with self.session() as session:
             session.execute(
