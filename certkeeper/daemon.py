@@ -85,7 +85,7 @@ class Daemon:
             if is_issuer != self.state["issuer"]:
                 log.info("%s the issuer lease", "holding" if is_issuer else "not holding")
             self.state["issuer"] = is_issuer
-            report = self.service.reconcile(issue=is_issuer, deploy=True)
+            report = self.service.reconcile(issue=is_issuer, deploy=True, only_due=True)
             self.state["last_reconcile_errors"] = len(report.failed) + len(report.deploy_failed)
             self.state["last_reconcile_ts"] = time.time()
             self.state["last_reconcile_ok"] = report.ok

@@ -738,11 +738,25 @@ class Service:
 
     # -- reconcile -----------------------------------------------------------------------------------
 
-    def decide(self, now: datetime, cert_ids: list[str] | None = None, *, force: bool = False) -> list[Decision]:
-        """What each certificate needs now and why (the same chain for `renew` and the daemon)."""
+    def decide(
+        self, now: datetime, cert_ids: list[str] | None = None, *, force: bool = False, only_due: bool = False
+    ) -> list[Decision]:
+        """What each certificate needs now and why (the same chain for `renew` and the daemon).
+
+        ``only_due`` (the daemon's pass) first narrows to the candidates one SQL query finds, so a
+        store of 100,000 certificates with nothing due is decided in a fraction of a second.
+        """
         from certkeeper.lifecycle.checks import may_attempt, should_issue
         from certkeeper.status import facts_from_overview
 
+        if only_due and not force:
+            candidates = self.repository.due_candidates(now)
+            if cert_ids is not None:
+                wanted = set(cert_ids)
+                candidates = [cert_id for cert_id in candidates if cert_id in wanted]
+            if not candidates:
+                return []
+            cert_ids = candidates
         decisions = []
         for item in self.repository.overview(cert_ids):
             facts = facts_from_overview(item)
@@ -773,6 +787,7 @@ class Service:
         parallel: int = 4,
         issue: bool = True,
         deploy: bool = True,
+        only_due: bool = False,
         progress: Callable[[str], None] = lambda _step: None,
     ) -> ReconcileReport:
         """One pass over every certificate (or ``cert_ids``): decide, issue, deploy, verify, alert.
@@ -789,7 +804,7 @@ class Service:
         for cert_id in cert_ids or []:
             if self.repository.find_certificate(cert_id) is None:
                 raise NotFound(f"no certificate with id {cert_id!r} (certkeeper list shows them)")
-        decisions = self.decide(now, cert_ids, force=force)
+        decisions = self.decide(now, cert_ids, force=force, only_due=only_due)
         report = ReconcileReport(decisions=decisions, issued=[], failed={}, deployed=[], deploy_failed={})
         if dry_run:
             return report
@@ -816,7 +831,7 @@ class Service:
                     elif error is not None:
                         report.failed[cert_id] = error
         if deploy:
-            for cert_id in cert_ids or self.repository.certificate_ids():
+            for cert_id in cert_ids or self.repository.ids_with_bindings():
                 try:
                     results = self.deploy(cert_id)
                 except Exception as exc:
@@ -1033,7 +1048,7 @@ class Service:
     def verify_deployments(self, now: datetime | None = None) -> list[tuple[str, str, bool, str]]:
         """Probe every binding of this node for what it serves now; alert on a mismatch."""
         results = []
-        for cert_id in self.repository.certificate_ids():
+        for cert_id in self.repository.ids_with_bindings():
             repo = self.repository
             with repo.session() as session:
                 cert = repo.get_certificate(session, cert_id)
@@ -1129,7 +1144,13 @@ class Service:
 
         alerts = self.config.settings.alerts
         queued = 0
-        for item in self.repository.overview():
+        if not self.notifier_names():
+            return 0
+        # only certificates past their renewal time can raise an expiring alert
+        candidates = self.repository.due_candidates(now)
+        if not candidates:
+            return 0
+        for item in self.repository.overview(candidates):
             if item.not_before is None or item.not_after is None or item.revision is None:
                 continue
             if item.renewal_time is not None and now < item.renewal_time:
