@@ -20,24 +20,13 @@ from typing import Any
 from certkeeper import __version__
 from certkeeper.config import Config
 from certkeeper.errors import CertkeeperError, ConcurrencyError
-from certkeeper.service import Service, default_node_name
+from certkeeper.service import Service, default_node_name, pid_alive
 
 log = logging.getLogger(__name__)
 
 ISSUER_LEASE = "issuer"
 
 
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        # os.kill(pid, 0) would terminate the process on Windows; there the lease TTL decides
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Daemon:
@@ -69,7 +58,7 @@ class Daemon:
         if current is not None:
             host, _, rest = current[0].partition(":")
             pid_text = rest.split(":", 1)[0]
-            if host == self.host and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            if host == self.host and pid_text.isdigit() and not pid_alive(int(pid_text)):
                 log.warning("taking over the lease of a daemon that died (pid %s)", pid_text)
                 repo.release_lease(self.instance_lease, current[0])
                 if repo.acquire_lease(self.instance_lease, self.holder, self.ttl):
@@ -105,7 +94,7 @@ class Daemon:
             if is_issuer != self.state["issuer"]:
                 log.info("%s the issuer lease", "holding" if is_issuer else "not holding")
             self.state["issuer"] = is_issuer
-            report = self.service.reconcile(issue=is_issuer, deploy=True)
+            report = self.service.reconcile(issue=is_issuer, deploy=True, only_due=True)
             self.state["last_reconcile_errors"] = len(report.failed) + len(report.deploy_failed)
             self.state["last_reconcile_ts"] = time.time()
             self.state["last_reconcile_ok"] = report.ok

@@ -63,6 +63,26 @@ def default_node_name() -> str:
     return socket.gethostname().split(".")[0].lower() or "node"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (never probes on Windows, where os.kill kills)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_is_dead(holder: str) -> bool:
+    """A lease holder ``host:pid[:node]`` that ran on this host and is gone (killed, crashed)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    return host == socket.gethostname() and pid_text.isdigit() and not pid_alive(int(pid_text))
+
+
 def certificate_id_for(names: tuple[str, ...]) -> str:
     """A readable default id: the first name (``*`` spelled ``wildcard``)."""
     first = names[0].replace("*", "wildcard")
@@ -138,9 +158,11 @@ class Service:
         self.repository = repository
         self.clock = clock or SystemClock()
         self.node = node or config.settings.daemon.node or ""
-        self.holder = f"{self.node or default_node_name()}:{os.getpid()}"
+        # host:pid:node - lets a later process on the same host see that a holder has died
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.node}"
         #: the certificate row lease's TTL; the daemon sets its (shorter) lease TTL and extends the
-        #: leases it holds with every heartbeat, so a killed node blocks the others only that long
+        #: leases it holds with every heartbeat, so a node killed on another host blocks the others
+        #: only that long (a dead holder on this host is seen at once, see holder_is_dead)
         self.issue_lease_ttl = ISSUE_LEASE_TTL
         self._issuers: dict[str, Issuer] = {}
 
@@ -243,12 +265,12 @@ class Service:
                 "no names given: pass them (certkeeper issue mail.contoso.com autodiscover.contoso.com) "
                 "or configure [outlook_anywhere] external_host and domains"
             )
+        from certkeeper.outlook.planner import plan_from_settings
+
         # the external host, autodiscover.<domain> per accepted domain, the legacy name in coexistence
-        # (reference/exchange.md §1.2); `certkeeper plan` explains each and warns
-        names = [oa.external_host, *(f"autodiscover.{domain}" for domain in oa.domains)]
-        if oa.legacy_host:
-            names.append(oa.legacy_host)
-        names.extend(oa.extra_names)
+        # (reference/exchange.md §1.2); `certkeeper plan` shows the same plan with its warnings
+        names = list(plan_from_settings(oa).names)
+        names.extend(name for name in oa.extra_names if name not in names)
         return tuple(names)
 
     # -- issuing ------------------------------------------------------------------------------------
@@ -292,9 +314,15 @@ class Service:
         node renewed in between), and a False answer returns None without asking the CA.
         """
         if not self.repository.acquire_certificate_lease(cert_id, self.holder, self.issue_lease_ttl):
-            raise ConcurrencyError(
-                f"certificate {cert_id!r} is being issued by another certkeeper process; try again later"
-            )
+            holder = self.repository.certificate_lease_holder(cert_id)
+            if holder is None or not holder_is_dead(holder) or not self.repository.take_certificate_lease(
+                cert_id, holder, self.holder, self.issue_lease_ttl
+            ):
+                raise ConcurrencyError(
+                    f"certificate {cert_id!r} is being issued by another certkeeper process"
+                    f"{f' ({holder})' if holder else ''}; try again later"
+                )
+            log.warning("%s: the process that was issuing it (%s) died; resuming its request", cert_id, holder)
         try:
             if still_due is not None and not still_due():
                 log.info("%s: already renewed by another process", cert_id, extra={"cert": cert_id})
@@ -334,6 +362,7 @@ class Service:
             assert pending is not None
             revision_id, number = pending.id, pending.number
             key_pem = repo.open_key(pending)
+            private_key: Any = None
             csr_pem = (pending.csr_pem or "").encode()
             checkpoint: Mapping[str, Any] | None = pending.checkpoint
             progress(f"resuming request {number} for {cert_id}")
@@ -341,6 +370,7 @@ class Service:
             progress(f"generating a {key_type.value} key")
             key = pki_keys.generate_private_key(key_type)
             key_pem = pki_keys.private_key_pem(key)
+            private_key = key
             csr_pem = pki_csr.build_csr(key, names)
             checkpoint = None
             with repo.session() as session:
@@ -375,7 +405,7 @@ class Service:
                 log.exception("issuer %s failed unexpectedly", issuer_name)
                 raise IssuanceError(f"issuer {issuer_name!r} failed unexpectedly: {type(exc).__name__}") from exc
             progress("checking the issued certificate")
-            bundle = self._validate(cert_id, result, key_pem, names, issuer)
+            bundle = self._validate(cert_id, result, key_pem, names, issuer, private_key=private_key)
         except IssuancePending as exc:
             save_checkpoint(exc.checkpoint)
             self._record_pending(cert_id, revision_id, exc)
@@ -388,7 +418,14 @@ class Service:
         )
 
     def _validate(
-        self, cert_id: str, result: IssueResult, key_pem: bytes, names: tuple[str, ...], issuer: Issuer
+        self,
+        cert_id: str,
+        result: IssueResult,
+        key_pem: bytes,
+        names: tuple[str, ...],
+        issuer: Issuer,
+        *,
+        private_key: Any = None,
     ) -> Bundle:
         """Before storing: the key is ours, the names are exactly ours, it is valid now, the chain verifies."""
         from certkeeper.pki import chain as pki_chain
@@ -401,7 +438,8 @@ class Service:
             raise IssuedCertificateInvalid(f"the CA returned an unreadable certificate: {exc}") from exc
         leaf, chain = certs[0], certs[1:]
         info = parse.cert_info(leaf)
-        key = pki_keys.load_private_key(key_pem)
+        # the key generated moments ago is passed in (loading an RSA key back validates it, ~30 ms)
+        key = private_key if private_key is not None else pki_keys.load_private_key(key_pem)
         if not parse.public_key_matches(key, leaf):
             raise IssuedCertificateInvalid("the CA returned a certificate for another key; nothing stored")
         issued_names, wanted = set(info.names), set(names)
@@ -718,11 +756,25 @@ class Service:
 
     # -- reconcile -----------------------------------------------------------------------------------
 
-    def decide(self, now: datetime, cert_ids: list[str] | None = None, *, force: bool = False) -> list[Decision]:
-        """What each certificate needs now and why (the same chain for `renew` and the daemon)."""
+    def decide(
+        self, now: datetime, cert_ids: list[str] | None = None, *, force: bool = False, only_due: bool = False
+    ) -> list[Decision]:
+        """What each certificate needs now and why (the same chain for `renew` and the daemon).
+
+        ``only_due`` (the daemon's pass) first narrows to the candidates one SQL query finds, so a
+        store of 100,000 certificates with nothing due is decided in a fraction of a second.
+        """
         from certkeeper.lifecycle.checks import may_attempt, should_issue
         from certkeeper.status import facts_from_overview
 
+        if only_due and not force:
+            candidates = self.repository.due_candidates(now)
+            if cert_ids is not None:
+                wanted = set(cert_ids)
+                candidates = [cert_id for cert_id in candidates if cert_id in wanted]
+            if not candidates:
+                return []
+            cert_ids = candidates
         decisions = []
         for item in self.repository.overview(cert_ids):
             facts = facts_from_overview(item)
@@ -753,6 +805,7 @@ class Service:
         parallel: int = 4,
         issue: bool = True,
         deploy: bool = True,
+        only_due: bool = False,
         progress: Callable[[str], None] = lambda _step: None,
     ) -> ReconcileReport:
         """One pass over every certificate (or ``cert_ids``): decide, issue, deploy, verify, alert.
@@ -772,7 +825,7 @@ class Service:
         for cert_id in cert_ids or []:
             if self.repository.find_certificate(cert_id) is None:
                 raise NotFound(f"no certificate with id {cert_id!r} (certkeeper list shows them)")
-        decisions = self.decide(now, cert_ids, force=force)
+        decisions = self.decide(now, cert_ids, force=force, only_due=only_due)
         report = ReconcileReport(decisions=decisions, issued=[], failed={}, deployed=[], deploy_failed={})
         if dry_run:
             return report
@@ -803,7 +856,7 @@ class Service:
                     elif error is not None:
                         report.failed[cert_id] = error
         if deploy:
-            for cert_id in cert_ids or self.repository.certificate_ids():
+            for cert_id in cert_ids or self.repository.ids_with_bindings():
                 try:
                     results = self.deploy(cert_id)
                 except Exception as exc:
@@ -962,15 +1015,23 @@ class Service:
         verification = None
         error: str | None = None
         binder = self.binder(cert_id, key, binding)
+        # Binder contract: a deploy that raises has put the previous state back itself (the files
+        # binder restores files and reloads; Exchange re-enables the old thumbprint). A deploy that
+        # succeeded but whose result does not verify is rolled back here.
+        restored_by_binder = False
         try:
             binder.deploy(bundle, previous)
-            verification = binder.verify(bundle)
-            if not verification.ok:
-                error = f"verification failed: {verification.summary()}"
         except CertkeeperError as exc:  # BindError, VerifyError, a secret that cannot be resolved...
-            error = str(exc)
+            error, restored_by_binder = str(exc), True
+        if error is None:
+            try:
+                verification = binder.verify(bundle)
+                if not verification.ok:
+                    error = f"verification failed: {verification.summary()}"
+            except CertkeeperError as exc:
+                error = f"verification failed: {exc}"
         if error is not None:
-            if previous is not None:
+            if previous is not None and not restored_by_binder:
                 try:
                     binder.deploy(previous, bundle)
                     error += f"; rolled back to revision {previous.revision}"
@@ -1018,7 +1079,7 @@ class Service:
     def verify_deployments(self, now: datetime | None = None) -> list[tuple[str, str, bool, str]]:
         """Probe every binding of this node for what it serves now; alert on a mismatch."""
         results = []
-        for cert_id in self.repository.certificate_ids():
+        for cert_id in self.repository.ids_with_bindings():
             repo = self.repository
             with repo.session() as session:
                 cert = repo.get_certificate(session, cert_id)
@@ -1091,6 +1152,8 @@ class Service:
     def alert_event(
         self, kind: EventKind, cert_id: str, message: str, *, dedupe: str, details: Mapping[str, str] | None = None
     ) -> int:
+        if not self.notifier_names():
+            return 0
         now = self.clock.now()
         names: tuple[str, ...] = ()
         not_after = None
@@ -1112,7 +1175,13 @@ class Service:
 
         alerts = self.config.settings.alerts
         queued = 0
-        for item in self.repository.overview():
+        if not self.notifier_names():
+            return 0
+        # only certificates past their renewal time can raise an expiring alert
+        candidates = self.repository.due_candidates(now)
+        if not candidates:
+            return 0
+        for item in self.repository.overview(candidates):
             if item.not_before is None or item.not_after is None or item.revision is None:
                 continue
             if item.renewal_time is not None and now < item.renewal_time:

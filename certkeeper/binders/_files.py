@@ -1,67 +1,23 @@
-"""Atomic file replacement and snapshots, shared by the files and HAProxy binders."""
+"""Snapshots for rollback and reload commands, shared by the files and HAProxy binders.
+
+Atomic writes are :func:`certkeeper.fsutil.atomic_write`."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from certkeeper.errors import BindError
+from certkeeper.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
 #: path -> previous bytes, or None when the file did not exist
 Snapshot = dict[Path, bytes | None]
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
-
-    A temp file in the same folder (same filesystem, so the rename is atomic) is created with
-    ``mode`` from the start, written, fsynced, renamed over ``path``, and the folder is fsynced
-    so the rename survives a crash. The owner of an existing file is kept when we may chown.
-    The temp file is removed if anything fails.
-    """
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    owner: tuple[int, int] | None = None
-    with contextlib.suppress(FileNotFoundError):
-        stat = path.stat()
-        owner = (stat.st_uid, stat.st_gid)
-    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".certkeeper-tmp")
-    try:
-        os.fchmod(fd, mode)
-        if owner is not None and hasattr(os, "fchown"):
-            with contextlib.suppress(PermissionError):
-                os.fchown(fd, *owner)
-        with os.fdopen(fd, "wb", closefd=True) as handle:
-            fd = -1
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if fd != -1:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    fsync_folder(folder)
-
-
-def fsync_folder(folder: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a folder for fsync
-        return
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def take_snapshot(paths: Iterable[Path]) -> Snapshot:

@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from certkeeper.binders import probe
 from certkeeper.binders._files import (
-    atomic_write,
     command_argv,
     restore_snapshot,
     run_command,
@@ -36,6 +35,7 @@ from certkeeper.binders._files import (
 )
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError
+from certkeeper.fsutil import atomic_write
 from certkeeper.model import Bundle, Verification
 from certkeeper.pki.pfx import build_pfx
 from certkeeper.plugins import PluginContext

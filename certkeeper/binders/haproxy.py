@@ -27,9 +27,10 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from certkeeper.binders import probe
-from certkeeper.binders._files import atomic_write, restore_snapshot, take_snapshot
+from certkeeper.binders._files import restore_snapshot, take_snapshot
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError
+from certkeeper.fsutil import atomic_write
 from certkeeper.model import Bundle, Verification
 from certkeeper.plugins import PluginContext
 

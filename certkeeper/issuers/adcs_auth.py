@@ -106,7 +106,7 @@ class SpnegoAuth(AuthBase):
         return f"SpnegoAuth(username={self._username!r}, protocol={self.protocol!r})"
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.register_hook("response", self._on_response)
+        request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
         return request
 
     def _context(self, response: requests.Response) -> Any:

@@ -208,6 +208,11 @@ class Repository:
                 )
                 return
             changed = (list(row.names), row.issuer, row.key_type) != (list(names), issuer, key_type)
+            touched = changed or row.renew_before_seconds != renew_before_seconds or (
+                bindings is not None and list(row.bindings or []) != bindings
+            )
+            if not touched and not (source == "config" and row.source != "config"):
+                return  # nothing new: keep updated_at, which the due-candidates query relies on
             row.names, row.issuer, row.key_type = list(names), issuer, key_type
             row.renew_before_seconds = renew_before_seconds
             if bindings is not None:
@@ -296,6 +301,52 @@ class Repository:
                     )
                 )
             return result
+
+    def ids_with_bindings(self) -> list[str]:
+        """Certificates that have at least one binding (the deploy pass skips the others)."""
+        with self.session() as session:
+            rows = session.connection().execute(
+                select(CertificateRow.id, CertificateRow.bindings).order_by(CertificateRow.id)
+            )
+            return [cert_id for cert_id, bindings in rows if bindings]
+
+    def due_candidates(self, now: datetime) -> list[str]:
+        """Ids that may need issuing now; everything else is certainly not due (one indexed query).
+
+        A candidate: never issued, a request pending, failing or refused, renewal time reached,
+        expired, or its spec changed after its current revision was requested. The full chain of
+        checks (lifecycle.checks) then decides for these few.
+        """
+        latest = (
+            select(RevisionRow.certificate_id, func.max(RevisionRow.number).label("number"))
+            .where(RevisionRow.state == RevisionState.ISSUED.value)
+            .group_by(RevisionRow.certificate_id)
+            .subquery()
+        )
+        query = (
+            select(CertificateRow.id)
+            .outerjoin(latest, latest.c.certificate_id == CertificateRow.id)
+            .outerjoin(
+                RevisionRow,
+                (RevisionRow.certificate_id == CertificateRow.id) & (RevisionRow.number == latest.c.number),
+            )
+            .where(
+                or_(
+                    RevisionRow.id.is_(None),
+                    RevisionRow.renewal_time.is_(None),
+                    RevisionRow.renewal_time <= now,
+                    RevisionRow.not_after <= now,
+                    CertificateRow.failure_count > 0,
+                    CertificateRow.rejected.is_(True),
+                    CertificateRow.updated_at > RevisionRow.requested_at,
+                    CertificateRow.id.in_(
+                        select(RevisionRow.certificate_id).where(RevisionRow.state == RevisionState.PENDING.value)
+                    ),
+                )
+            )
+        )
+        with self.session() as session:
+            return list(session.connection().execute(query).scalars())
 
     # -- revisions ----------------------------------------------------------------------------------
 
@@ -394,6 +445,21 @@ class Repository:
                 .values(lease_expires_at=now + ttl)
             )
             return int(result.rowcount)
+
+    def certificate_lease_holder(self, cert_id: str) -> str | None:
+        with self.session() as session:
+            return self.get_certificate(session, cert_id).lease_holder
+
+    def take_certificate_lease(self, cert_id: str, dead_holder: str, holder: str, ttl: timedelta) -> bool:
+        """Take over a lease from a holder known to be dead (compare-and-set on the holder)."""
+        now = self.clock.now()
+        with self.session() as session:
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                update(CertificateRow)
+                .where(CertificateRow.id == cert_id, CertificateRow.lease_holder == dead_holder)
+                .values(lease_holder=holder, lease_expires_at=now + ttl)
+            )
+            return bool(result.rowcount)
 
     def release_certificate_lease(self, cert_id: str, holder: str) -> None:
         with self.session() as session:

@@ -194,3 +194,33 @@ def test_pending_request_with_a_checkpoint_resumes_the_same_revision(tmp_path: P
     outcome = restarted.issue_certificate("mail")
     assert outcome.revision == 1
     assert seen[1][0] == {"order_url": "https://ca.invalid/order/1"} and seen[1][1] == seen[0][1]
+
+
+def test_the_due_prefilter_never_misses_what_the_full_chain_would_issue(tmp_path: Path) -> None:
+    clock = FrozenClock(START)
+    certificates = [
+        {"id": "fresh", "names": ["fresh.contoso.com"]},
+        {"id": "due", "names": ["due.contoso.com"], "issuer": "short"},
+        {"id": "changed", "names": ["changed.contoso.com"]},
+        {"id": "failing", "names": ["failing.contoso.com"]},
+    ]
+    service = _service(tmp_path, clock, certificates)
+    service.reconcile()
+    clock.advance(timedelta(days=5))  # the 9-day certificate is past half its life
+    certificates[2]["names"] = ["changed.contoso.com", "autodiscover.contoso.com"]
+    service = _service(tmp_path, clock, certificates)
+    service.sync_config()
+    with service.repository.session() as session:
+        service.repository.get_certificate(session, "failing").failure_count = 1
+    service.repository.upsert_certificate("never", names=["never.contoso.com"], issuer="internal",
+                                          key_type="rsa2048", source="cli")
+
+    def due(decisions: list[Any]) -> set[str]:
+        return {d.certificate_id for d in decisions if d.action != "wait"}
+
+    full = due(service.decide(clock.now()))
+    fast = due(service.decide(clock.now(), only_due=True))
+    assert full == fast == {"due", "changed", "never"} | ({"failing"} & full)
+    # an unchanged config does not make everything a candidate again
+    service.sync_config()
+    assert "fresh" not in service.repository.due_candidates(clock.now())

@@ -1,0 +1,169 @@
+"""The ``[issuers.X]`` table of an ``acme`` issuer, validated with pydantic.
+
+Errors name the key path (``issuers.letsencrypt.http01.port: ...``) through
+:func:`certkeeper.config.validate_options`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: directory shortcuts accepted in ``directory``
+DIRECTORY_SHORTCUTS = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+ChallengeType = Literal["http-01", "dns-01"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Http01Options(_Strict):
+    """``[issuers.X.http01]``: how http-01 tokens are served."""
+
+    #: ``standalone``: certkeeper listens on address:port while tokens are pending;
+    #: ``webroot``: tokens are written under ``webroot/.well-known/acme-challenge/``
+    mode: Literal["standalone", "webroot"] = "standalone"
+    address: str = "0.0.0.0"  # noqa: S104 (the CA connects from anywhere)
+    port: int = Field(default=80, ge=1, le=65535)
+    webroot: Path | None = None
+    #: webroot only: also write a web.config so IIS serves the extensionless token files
+    iis_web_config: bool = True
+    #: standalone only: listen backlog (many parallel orders hit the listener at once)
+    backlog: int = Field(default=256, ge=5, le=65535)
+
+    @model_validator(mode="after")
+    def _webroot_needs_path(self) -> Http01Options:
+        if self.mode == "webroot" and self.webroot is None:
+            raise ValueError("webroot: required when mode = 'webroot'")
+        return self
+
+
+class Dns01Options(_Strict):
+    """``[issuers.X.dns01]``: how ``_acme-challenge`` TXT records are published."""
+
+    #: ``rfc2136``: dynamic update (TSIG) to ``server``; ``exec``: run ``script``
+    mode: Literal["rfc2136", "exec"] = "rfc2136"
+    #: rfc2136: the primary accepting updates ("192.0.2.53" or a hostname)
+    server: str | None = None
+    port: int = Field(default=53, ge=1, le=65535)
+    #: the zone to update; default: found by SOA lookup of the record's name
+    zone: str | None = None
+    tsig_key_name: str | None = None
+    #: secret reference (env:VAR, file:PATH, secret:NAME) holding the base64 TSIG secret
+    tsig_secret: str | None = None
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha1", "hmac-md5"] = (
+        "hmac-sha256")
+    #: exec: the program run as ``script present|cleanup <fqdn> <value>``
+    script: Path | None = None
+    script_timeout: float = Field(default=120, gt=0)
+    #: how long to wait for the TXT record to be visible on every authoritative server
+    propagation_timeout: float = Field(default=120, gt=0)
+    #: authoritative servers to check ("host" or "host:port"); default: the zone's NS records
+    #: (rfc2136 falls back to ``server``). For exec, checking happens only when this is set.
+    nameservers: tuple[str, ...] = ()
+    #: recursive resolver for CNAME, SOA and NS lookups ("host" or "host:port"); default: system
+    resolver: str | None = None
+    #: follow a ``_acme-challenge.<name>`` CNAME and publish the TXT at its target
+    cname_delegation: bool = True
+    ttl: int = Field(default=60, ge=0)
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Dns01Options:
+        if self.mode == "rfc2136":
+            if not self.server:
+                raise ValueError("server: required when mode = 'rfc2136'")
+            if bool(self.tsig_key_name) != bool(self.tsig_secret):
+                raise ValueError("tsig_key_name and tsig_secret go together")
+        if self.mode == "exec" and self.script is None:
+            raise ValueError("script: required when mode = 'exec'")
+        return self
+
+
+class SolverRule(_Strict):
+    """One entry of ``solvers``: names (exact, or ``*.suffix`` patterns) and the challenge type."""
+
+    names: tuple[str, ...] = Field(min_length=1)
+    type: ChallengeType
+
+    def matches(self, name: str) -> bool:
+        name = name.lower().rstrip(".")
+        return any(fnmatch.fnmatchcase(name, pattern.lower().rstrip(".")) for pattern in self.names)
+
+
+class AcmeOptions(_Strict):
+    """The whole ``acme`` issuer table (see the README section "ACME")."""
+
+    directory: str = "letsencrypt"
+    contact: tuple[str, ...] = ()
+    agree_tos: bool = False
+    ca_bundle: Path | None = None
+    eab_kid: str | None = None
+    eab_hmac_key_file: Path | None = None
+    #: secret reference (env:, file:, secret:) to the base64url EAB HMAC key, instead of the file
+    eab_hmac_key: str | None = None
+    profile: str | None = None
+    preferred_chain: str | None = None
+    #: ACME account key algorithm: ES256 (default, small and fast) or RS256 (RSA 2048)
+    account_key: Literal["es256", "rs256"] = "es256"
+    #: per-request network timeout, seconds
+    timeout: float = Field(default=30, gt=0)
+    #: overall deadline for one issuance (order to download), seconds
+    deadline: float = Field(default=600, gt=0)
+    #: challenge used for names no ``solvers`` rule matches; default: http-01 if ``http01`` is
+    #: configured, else dns-01
+    challenge: ChallengeType | None = None
+    solvers: tuple[SolverRule, ...] = ()
+    http01: Http01Options | None = None
+    dns01: Dns01Options | None = None
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        value = DIRECTORY_SHORTCUTS.get(value, value)
+        if not value.startswith(("https://", "http://")):
+            known = ", ".join(sorted(DIRECTORY_SHORTCUTS))
+            raise ValueError(f"must be an http(s) URL or one of {known}")
+        return value
+
+    @field_validator("contact")
+    @classmethod
+    def _contact(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not item.startswith("mailto:") or "@" not in item:
+                raise ValueError(f"{item!r} is not a mailto: address")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AcmeOptions:
+        if self.eab_kid and not (self.eab_hmac_key_file or self.eab_hmac_key):
+            raise ValueError("eab_kid needs eab_hmac_key_file or eab_hmac_key")
+        if (self.eab_hmac_key_file or self.eab_hmac_key) and not self.eab_kid:
+            raise ValueError("eab_hmac_key_file/eab_hmac_key need eab_kid")
+        wanted = {rule.type for rule in self.solvers}
+        if self.challenge:
+            wanted.add(self.challenge)
+        if not wanted:
+            wanted.add("http-01" if self.http01 is not None or self.dns01 is None else "dns-01")
+        if "dns-01" in wanted and self.dns01 is None:
+            raise ValueError("dns01: a [dns01] table is required for dns-01 challenges")
+        return self
+
+    def challenge_for(self, name: str) -> ChallengeType:
+        """The challenge type for ``name``: the first matching rule, else dns-01 for a wildcard
+        (when configured), else the default."""
+        for rule in self.solvers:
+            if rule.matches(name):
+                return rule.type
+        if name.startswith("*.") and self.dns01 is not None:
+            return "dns-01"  # RFC 8555 §7.1.3: wildcards are validated by dns-01 only
+        if self.challenge:
+            return self.challenge
+        return "http-01" if self.http01 is not None or self.dns01 is None else "dns-01"
