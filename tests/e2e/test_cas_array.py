@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -39,6 +40,15 @@ from tests.fixtures.gateways import HaproxyGateway, NginxGateway, TestPKI, _stop
 NODES = ("cas01", "cas02", "cas03")
 NAMES = ["mail.contoso.com", "autodiscover.contoso.com"]
 TTL = 10  # [daemon] lease_ttl_seconds
+
+
+def _can_unshare_uts() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--uts", "true"], capture_output=True, timeout=10).returncode == 0
+
+
+SEPARATE_HOSTS = _can_unshare_uts()
 
 
 def _served_fingerprint(endpoint: str) -> str:
@@ -133,11 +143,14 @@ class Array:
         return env
 
     def start(self, node: str) -> None:
+        argv = [sys.executable, "-m", "certkeeper", "daemon", "--node", node]
+        if SEPARATE_HOSTS:
+            # each node gets its own host name (a UTS namespace), as on real CAS servers: a lease
+            # left by a killed node then cannot be seen as dead by pid, only by its TTL
+            argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', f"{node}-host", *argv]
         log = (self.home / f"{node}.log").open("ab")
-        self.daemons[node] = subprocess.Popen(
-            [sys.executable, "-m", "certkeeper", "daemon", "--node", node], env=self.env(node), cwd=REPO_ROOT,
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        self.daemons[node] = subprocess.Popen(argv, env=self.env(node), cwd=REPO_ROOT, stdout=log,
+                                              stderr=subprocess.STDOUT)
         log.close()
 
     def stop(self) -> dict[str, int]:
@@ -294,6 +307,8 @@ def test_issuer_killed_mid_issuance_is_replaced_within_the_lease_ttl(
         assert [(r.number, r.state) for r in pending] == [(1, "pending")], pending
         lease = array.rows("select lease_holder from certificates where id = 'mail'")[0].lease_holder
         assert lease.endswith(f":{array.daemons[victim].pid}:{victim}"), lease
+        if SEPARATE_HOSTS:
+            assert lease.startswith(f"{victim}-host:"), lease  # the others cannot check this pid
         array.daemons[victim].send_signal(signal.SIGKILL)
         array.daemons[victim].wait(timeout=10)
         killed = time.monotonic()
