@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -149,8 +150,9 @@ class Array:
             # left by a killed node then cannot be seen as dead by pid, only by its TTL
             argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', f"{node}-host", *argv]
         log = (self.home / f"{node}.log").open("ab")
+        # its own session: a kill -9 of the node takes its children (a DNS hook) with it
         self.daemons[node] = subprocess.Popen(argv, env=self.env(node), cwd=REPO_ROOT, stdout=log,
-                                              stderr=subprocess.STDOUT)
+                                              stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
     def stop(self) -> dict[str, int]:
@@ -165,6 +167,10 @@ class Array:
                 process.kill()
                 codes[node] = process.wait(timeout=10)
         return codes
+
+    def kill(self, node: str) -> None:
+        os.killpg(self.daemons[node].pid, signal.SIGKILL)
+        self.daemons[node].wait(timeout=10)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
@@ -309,8 +315,7 @@ def test_issuer_killed_mid_issuance_is_replaced_within_the_lease_ttl(
         assert lease.endswith(f":{array.daemons[victim].pid}:{victim}"), lease
         if SEPARATE_HOSTS:
             assert lease.startswith(f"{victim}-host:"), lease  # the others cannot check this pid
-        array.daemons[victim].send_signal(signal.SIGKILL)
-        array.daemons[victim].wait(timeout=10)
+        array.kill(victim)
         killed = time.monotonic()
         release.set()
 
@@ -389,3 +394,73 @@ def test_a_failing_canary_stops_the_rollout_and_keeps_its_certificate(array: Arr
     finally:
         codes = array.stop()
     assert codes == dict.fromkeys(NODES, 0), array.logs()
+
+
+HOOK = """#!{python}
+import json, os, sys, time, urllib.request
+action, fqdn, value = sys.argv[1:4]
+if action == "present" and os.path.exists({hang!r}):
+    open({started!r}, "w").close()
+    time.sleep(600)
+body = {{"host": fqdn, "value": value}} if action == "present" else {{"host": fqdn}}
+request = urllib.request.Request("http://127.0.0.1:{port}/" + ("set-txt" if action == "present" else "clear-txt"),
+                                 data=json.dumps(body).encode())
+urllib.request.urlopen(request, timeout=5).read()
+"""
+
+
+def test_acme_one_order_per_issuance_across_an_issuer_killed_mid_order(
+    array: Array, pebble_factory: Any, challtestsrv: Any
+) -> None:
+    pebble = pebble_factory.start(dns_server=challtestsrv.dns_address, name="pebble-cas",
+                                  config={"certificateValidityPeriod": 60})
+
+    def orders() -> int:
+        return len(re.findall(r"Added order ", pebble.log()))
+
+    hang, started = array.home / "hang", array.home / "hook-started"
+    hook = array.home / "dns-hook.py"
+    hook.write_text(HOOK.format(python=sys.executable, hang=str(hang), started=str(started),
+                                port=challtestsrv.management_port))
+    hook.chmod(0o755)
+    array.write_config({
+        "type": "acme", "directory": pebble.directory, "contact": ["mailto:exchange-admins@contoso.com"],
+        "agree_tos": True, "ca_bundle": str(pebble.ca_bundle), "challenge": "dns-01",
+        "dns01": {"mode": "exec", "script": str(hook), "cname_delegation": False},
+    })
+    hang.touch()  # the issuer's DNS hook hangs: the order is placed, its challenge never published
+    for node in NODES:
+        array.start(node)
+    try:
+        _wait(started.exists, 60, "the issuer's order and DNS hook", array)
+        victim = _wait(array.issuer_node, 10, "the issuer lease", array)
+        assert orders() == 1
+        pending = array.rows("select state, checkpoint from revisions")
+        assert len(pending) == 1 and pending[0].state == "pending" and pending[0].checkpoint, pending
+        array.kill(victim)
+        killed = time.monotonic()
+        hang.unlink()
+
+        survivors = tuple(node for node in NODES if node != victim)
+        first = _wait(lambda: array.issued(1), 3 * TTL + 20, "another node to finish the order", array)
+        assert time.monotonic() - killed < 2 * TTL + 10
+        assert array.issuer_node() in survivors
+        assert orders() == 1  # the dead node's order, resumed from its checkpoint: never ordered twice
+        # the rollout waits for the dead node (before cas03 in the order) until its heartbeat is
+        # 3 x TTL old, then goes on without it
+        _wait(lambda: array.verified_everywhere(1, survivors), 3 * TTL + 20, "revision 1 on every live node",
+              array)
+
+        # the next renewal (60-second certificates) is one more order, served by every live node
+        second = _wait(lambda: array.verified_everywhere(2, survivors), 60, "the renewal", array)
+        assert orders() == 2, pebble.log()[-2000:]
+        assert [(r.number, r.state) for r in array.revisions()][:2] == [(1, "issued"), (2, "issued")]
+        assert {r.revision_id for r in array.rows("select revision_id from deployments")} <= {first.id, second.id}
+        for node in survivors:
+            assert _served_fingerprint(array.gateways[node].endpoint) == second.fingerprint_sha256
+        rows = [r for r in array.status_nodes()["rows"] if r["node"] in survivors]
+        assert all(r["revision"] == 2 and not r["drift"] for r in rows), rows
+        assert first.id != second.id
+    finally:
+        codes = array.stop()
+    assert all(codes[node] == 0 for node in NODES if node != victim), (codes, array.logs())
