@@ -85,6 +85,15 @@ class Daemon:
             self.state["issuer"] = False
         repo.extend_certificate_leases(self.service.holder, self.ttl)
 
+    def heartbeat_job(self) -> None:
+        """The scheduled heartbeat: a store that is briefly unreachable (a PostgreSQL restart) is a
+        warning, not a traceback every few seconds; the next beat reconnects."""
+        try:
+            self.heartbeat()
+        except Exception as exc:  # noqa: BLE001 - the job must keep running
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            log.warning("heartbeat failed (store unreachable?): %s: %s", type(exc).__name__, first_line)
+
     # -- jobs -------------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
@@ -173,7 +182,7 @@ class Daemon:
         # None as *paused* (build_scheduler passes first_run_at through), so without it the heartbeat,
         # alert delivery, renewal information and verification jobs never ran
         jobs = [
-            JobSpec("heartbeat", self.heartbeat, seconds=beat, first_run_at=soon(now, beat)),
+            JobSpec("heartbeat", self.heartbeat_job, seconds=beat, first_run_at=soon(now, beat)),
             JobSpec("reconcile", self.reconcile, seconds=minutes * 60, jitter=jitter, first_run_at=now),
             JobSpec("alerts", self.deliver_alerts, seconds=alerts, first_run_at=soon(now, alerts)),
             JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800,
