@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from certkeeper.lifecycle.checks import CertificateFacts, RevisionFacts, SpecFacts
@@ -116,6 +117,15 @@ def node_matrix(service: Service) -> dict[str, Any]:
         for row in latest.values():
             if row.revision_id not in revisions:
                 revisions[row.revision_id] = service.repository.revision(session, row.revision_id).number
+    now = service.clock.now()
+    # a node whose heartbeat is older than this is down (the rollout gate stops waiting for it)
+    stale_before = now - timedelta(seconds=3 * service.config.settings.daemon.lease_ttl_seconds)
+    issuer = service.repository.lease_holder("issuer")
+    issuer_node = issuer[0].rsplit(":", 1)[-1] if issuer is not None and issuer[1] >= now else None
+
+    def alive(node: str) -> bool:
+        return node in nodes and nodes[node].heartbeat_at >= stale_before
+
     for (cert_id, node, binding), row in sorted(latest.items()):
         item = overview.get(cert_id)
         current_fp = item.fingerprint if item else None
@@ -124,10 +134,11 @@ def node_matrix(service: Service) -> dict[str, Any]:
             "certificate": cert_id, "node": node, "binding": binding, "revision": revisions.get(row.revision_id),
             "current_revision": item.revision if item else None, "state": row.state,
             "served_fingerprint": row.served_fingerprint, "verified_at": row.verified_at,
-            "drift": row.served_fingerprint != current_fp, "heartbeat_at": heartbeat,
+            "drift": row.served_fingerprint != current_fp, "heartbeat_at": heartbeat, "alive": alive(node),
         })
     return {
-        "nodes": [{"name": n.name, "host": n.host, "version": n.version, "heartbeat_at": n.heartbeat_at}
+        "nodes": [{"name": n.name, "host": n.host, "version": n.version, "heartbeat_at": n.heartbeat_at,
+                   "alive": alive(n.name), "issuer": n.name == issuer_node}
                   for n in nodes.values()],
         "rows": rows,
     }

@@ -30,12 +30,17 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
             table.add_column(column)
         for row in matrix["rows"]:
             drift = "[red]yes[/red]" if row["drift"] else "no"
+            heartbeat = fmt_time(row["heartbeat_at"]) + ("" if row["alive"] else " [red](down)[/red]")
             table.add_row(
                 row["certificate"], row["node"] or "-", row["binding"], str(row["revision"] or "-"),
-                (row["served_fingerprint"] or "-")[:16], fmt_time(row["verified_at"]), drift,
-                fmt_time(row["heartbeat_at"]),
+                (row["served_fingerprint"] or "-")[:16], fmt_time(row["verified_at"]), drift, heartbeat,
             )
-        console().print(table)
+        out = console()
+        out.print(table)
+        issuer = next((node["name"] for node in matrix["nodes"] if node["issuer"]), None)
+        down = [node["name"] for node in matrix["nodes"] if not node["alive"]]
+        out.print(f"Issuer: {issuer or 'none (the lease is free)'}"
+                  + (f"; no heartbeat from: {', '.join(down)}" if down else ""))
         return
     report = status_report(service)
     if as_json:

@@ -258,7 +258,12 @@ def test_array_renews_once_rolls_out_in_order_and_survives_a_postgres_restart(ar
 
         matrix = array.status_nodes()
         assert {n["name"] for n in matrix["nodes"]} == set(NODES)
-        assert all(n["heartbeat_at"] and n["version"] and n["host"] for n in matrix["nodes"])
+        assert all(n["heartbeat_at"] and n["version"] and n["host"] and n["alive"] for n in matrix["nodes"])
+        issuers = [n["name"] for n in matrix["nodes"] if n["issuer"]]
+        assert len(issuers) == 1, matrix["nodes"]
+        table = run_cli("status", "--nodes", env=array.env("cli"))
+        assert table.returncode == 0 and f"Issuer: {issuers[0]}" in table.stdout, table.stdout
+        assert all(f"{node} " in table.stdout for node in NODES) and " yes " not in table.stdout, table.stdout
         current = [r for r in matrix["rows"] if r["revision"] == 2]
         assert {r["node"] for r in current} == set(NODES), matrix
         assert all(not r["drift"] and r["served_fingerprint"] == second.fingerprint_sha256 and r["verified_at"]
@@ -458,8 +463,11 @@ def test_acme_one_order_per_issuance_across_an_issuer_killed_mid_order(
         assert {r.revision_id for r in array.rows("select revision_id from deployments")} <= {first.id, second.id}
         for node in survivors:
             assert _served_fingerprint(array.gateways[node].endpoint) == second.fingerprint_sha256
-        rows = [r for r in array.status_nodes()["rows"] if r["node"] in survivors]
-        assert all(r["revision"] == 2 and not r["drift"] for r in rows), rows
+        matrix = array.status_nodes()
+        rows = [r for r in matrix["rows"] if r["node"] in survivors]
+        assert all(r["revision"] == 2 and not r["drift"] and r["alive"] for r in rows), rows
+        nodes = {n["name"]: n for n in matrix["nodes"]}
+        assert not nodes[victim]["alive"] and not nodes[victim]["issuer"], nodes
         assert first.id != second.id
     finally:
         codes = array.stop()
