@@ -237,6 +237,9 @@ def test_array_renews_once_rolls_out_in_order_and_survives_a_postgres_restart(ar
         array.start(node)
     try:
         first = _wait(lambda: array.verified_everywhere(1), 60, "revision 1 served by every node", array)
+        # node names are unique: a second daemon calling itself cas02 is refused while cas02 runs
+        twin = run_cli("daemon", "--node", "cas02", env=array.env("twin"), timeout=60)
+        assert twin.returncode == 1 and "already runs on node name 'cas02'" in twin.stderr, twin.stderr
         second = _wait(lambda: array.verified_everywhere(2), 60, "revision 2 served by every node", array)
 
         # one issuance per renewal: revision 2 replaces revision 1, nothing failed or doubled
