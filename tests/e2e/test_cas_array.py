@@ -38,6 +38,8 @@ from sqlalchemy import create_engine, text
 from tests.fixtures.core import REPO_ROOT, run_cli, to_toml
 from tests.fixtures.gateways import HaproxyGateway, NginxGateway, TestPKI, _stop, start_haproxy, start_nginx
 
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
 NODES = ("cas01", "cas02", "cas03")
 NAMES = ["mail.contoso.com", "autodiscover.contoso.com"]
 TTL = 10  # [daemon] lease_ttl_seconds

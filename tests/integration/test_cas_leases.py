@@ -22,7 +22,7 @@ START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 _OPENED: list[Service] = []
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.db'}"
