@@ -119,6 +119,8 @@ class Daemon:
             self.state["last_reconcile_errors"] = len(report.failed) + len(report.deploy_failed)
             self.state["last_reconcile_ts"] = time.time()
             self.state["last_reconcile_ok"] = report.ok
+            log.debug("reconcile pass: %d due, %d issued, %d failed", sum(d.action == "issue" for d in
+                      report.decisions), len(report.issued), len(report.failed))
             for decision in report.decisions:
                 if decision.action == "blocked":
                     cert_id = decision.certificate_id
