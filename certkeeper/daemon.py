@@ -157,8 +157,11 @@ class Daemon:
     def digest(self) -> None:
         if not self.state["issuer"]:
             return
+        now = self.service.clock.now()
         try:
-            self.service.queue_digest(self.service.clock.now())
+            self.service.queue_digest(now)
+            # delivered alerts are kept a month for `status` and troubleshooting, then dropped
+            self.service.outbox().purge_delivered(now - timedelta(days=30))
         except Exception:
             log.exception("digest failed")
         self.deliver_alerts()

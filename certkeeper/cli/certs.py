@@ -121,7 +121,10 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
         return
     out = console()
     out.print(f"[bold]{data['id']}[/bold]  {data['health']}: {data['reason']}")
-    out.print(f"  names:   {', '.join(data['names'])}")
+    from certkeeper.names import to_unicode
+
+    shown = [name if to_unicode(name) == name else f"{name} ({to_unicode(name)})" for name in data["names"]]
+    out.print(f"  names:   {', '.join(shown)}")
     out.print(f"  issuer:  {data['issuer']}   key: {data['key_type']}")
     current = data.get("current")
     if current:
