@@ -160,8 +160,9 @@ class Daemon:
         now = self.service.clock.now()
         try:
             self.service.queue_digest(now)
-            # delivered alerts are kept a month for `status` and troubleshooting, then dropped
-            self.service.outbox().purge_delivered(now - timedelta(days=30))
+            # delivered alerts are dropped after longer than any certificate lives (398 days under the
+            # CA/B rules): their rows carry the dedupe keys that keep an alert from being sent twice
+            self.service.outbox().purge_delivered(now - timedelta(days=400))
         except Exception:
             log.exception("digest failed")
         self.deliver_alerts()
