@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -25,6 +26,35 @@ from certkeeper.service import Service, default_node_name, pid_alive
 log = logging.getLogger(__name__)
 
 ISSUER_LEASE = "issuer"
+
+
+def _glibc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's per-thread malloc arenas: each scheduler thread would otherwise keep its own
+    and the idle daemon's memory grows with every thread that ever ran (M_ARENA_MAX = -8)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-8, 2)
+
+
+def release_memory() -> None:
+    """After a pass: collect garbage and hand freed heap pages back to the OS (malloc_trim)."""
+    import gc
+
+    gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 
@@ -107,6 +137,8 @@ class Daemon:
             self.state["last_reconcile_errors"] = len(report.failed) + len(report.deploy_failed)
             self.state["last_reconcile_ts"] = time.time()
             self.state["last_reconcile_ok"] = report.ok
+            log.debug("reconcile pass: %d due, %d issued, %d failed", sum(d.action == "issue" for d in
+                      report.decisions), len(report.issued), len(report.failed))
             for decision in report.decisions:
                 if decision.action == "blocked":
                     cert_id = decision.certificate_id
@@ -115,6 +147,7 @@ class Daemon:
             log.exception("reconcile pass failed")
             self.state["last_reconcile_errors"] = -1
         self.deliver_alerts()
+        release_memory()
 
     def deliver_alerts(self) -> None:
         try:
@@ -142,8 +175,12 @@ class Daemon:
     def digest(self) -> None:
         if not self.state["issuer"]:
             return
+        now = self.service.clock.now()
         try:
-            self.service.queue_digest(self.service.clock.now())
+            self.service.queue_digest(now)
+            # delivered alerts are dropped after longer than any certificate lives (398 days under the
+            # CA/B rules): their rows carry the dedupe keys that keep an alert from being sent twice
+            self.service.outbox().purge_delivered(now - timedelta(days=400))
         except Exception:
             log.exception("digest failed")
         self.deliver_alerts()
@@ -164,6 +201,7 @@ class Daemon:
     def run(self) -> int:
         from certkeeper.scheduler import JobSpec, build_scheduler, soon
 
+        limit_malloc_arenas()
         self.acquire_instance()
         self.heartbeat()
         log.info("certkeeper %s daemon started as node %s", __version__, self.node, extra={"node": self.node})

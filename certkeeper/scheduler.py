@@ -26,9 +26,13 @@ class JobSpec:
 
 def build_scheduler(jobs: list[JobSpec]) -> Any:
     """A BackgroundScheduler (UTC) with ``jobs`` added; not started."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    scheduler = BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
+    # six jobs, each max_instances=1: a small pool is enough and keeps the idle daemon small
+    scheduler = BackgroundScheduler(
+        timezone="UTC", job_defaults=JOB_DEFAULTS, executors={"default": ThreadPoolExecutor(4)}
+    )
     for job in jobs:
         if job.cron_hour is not None:
             scheduler.add_job(job.func, "cron", id=job.id, hour=job.cron_hour, minute=0, jitter=job.jitter,

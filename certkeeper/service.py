@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -81,6 +82,19 @@ def holder_is_dead(holder: str) -> bool:
     host, _, rest = holder.partition(":")
     pid_text = rest.split(":", 1)[0]
     return host == socket.gethostname() and pid_text.isdigit() and not pid_alive(int(pid_text))
+
+
+CERTIFICATE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_certificate_id(cert_id: str) -> str:
+    """Ids name rows, log lines and plugin state: letters, digits, '.', '_', '-' (at most 64)."""
+    if not CERTIFICATE_ID.match(cert_id):
+        raise InputError(
+            f"certificate id {cert_id!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return cert_id
 
 
 def certificate_id_for(names: tuple[str, ...]) -> str:
@@ -285,6 +299,8 @@ class Service:
         progress: Callable[[str], None] = lambda _step: None,
     ) -> IssueOutcome:
         """Put ``raw_names`` under management as ``cert_id`` and issue a certificate now."""
+        if cert_id is not None:
+            check_certificate_id(cert_id)
         existing = self.repository.find_certificate(cert_id) if cert_id else None
         issuer_name = issuer or (existing.issuer if existing else "internal")
         names = self._plan_names(raw_names, issuer_name)
@@ -658,7 +674,7 @@ class Service:
         if key_type is None:
             raise InputError(f"{what}: unsupported key type {info.key}")
         self.config.issuer_table(issuer)
-        cert_id = cert_id or certificate_id_for(names)
+        cert_id = check_certificate_id(cert_id) if cert_id else certificate_id_for(names)
         key_pem = pki_keys.private_key_pem(key)
         repo = self.repository
         if repo.find_certificate(cert_id) is None:

@@ -32,31 +32,38 @@ def issue(ctx: click.Context, names: tuple[str, ...], cert_id: str | None, issue
 
     With no NAMES, the names come from the [outlook_anywhere] table of the config.
     """
+    import sys
+
     service = open_service(ctx)
     if not names:
         names = service.default_names()
-    out = console(stderr=as_json)
-    with out.status("issuing...") as status:
-        def progress(step: str) -> None:
-            status.update(step)
-            out.print(f"  [dim]{step}[/dim]")
+    key = KeyType(key_type) if key_type else None
+    stream = sys.stderr if as_json else sys.stdout
+    if stream.isatty():
+        # a person watching: a rich spinner with each step (account, order, authorizations, ...)
+        out = console(stderr=as_json)
+        with out.status("issuing...") as status:
+            def progress(step: str) -> None:
+                status.update(step)
+                out.print(f"  [dim]{step}[/dim]")
 
+            outcome = service.issue(names, cert_id=cert_id, issuer=issuer, key_type=key, progress=progress)
+    else:
+        # a script or a log: plain lines, and no rich import on this path
         outcome = service.issue(
-            names, cert_id=cert_id, issuer=issuer, key_type=KeyType(key_type) if key_type else None,
-            progress=progress,
+            names, cert_id=cert_id, issuer=issuer, key_type=key,
+            progress=lambda step: click.echo(f"  {step}", err=as_json),
         )
     if as_json:
         print_json(_outcome_dict(outcome))
         return
-    out = console()
-    out.print(
-        f"[bold green]Issued[/bold green] {outcome.certificate_id} (revision {outcome.revision}) by {outcome.issuer}"
-    )
-    out.print(f"  names:        {', '.join(outcome.names)}")
-    out.print(f"  serial:       {outcome.serial}")
-    out.print(f"  sha256:       {outcome.fingerprint}")
-    out.print(f"  valid:        {fmt_time(outcome.not_before)} -> {fmt_time(outcome.not_after)}")
-    out.print(f"  renews after: {fmt_time(outcome.renewal_time)}")
+    click.echo(f"{click.style('Issued', fg='green', bold=True) if sys.stdout.isatty() else 'Issued'} "
+               f"{outcome.certificate_id} (revision {outcome.revision}) by {outcome.issuer}")
+    click.echo(f"  names:        {', '.join(outcome.names)}")
+    click.echo(f"  serial:       {outcome.serial}")
+    click.echo(f"  sha256:       {outcome.fingerprint}")
+    click.echo(f"  valid:        {fmt_time(outcome.not_before)} -> {fmt_time(outcome.not_after)}")
+    click.echo(f"  renews after: {fmt_time(outcome.renewal_time)}")
 
 
 @click.command("list")
@@ -121,7 +128,10 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
         return
     out = console()
     out.print(f"[bold]{data['id']}[/bold]  {data['health']}: {data['reason']}")
-    out.print(f"  names:   {', '.join(data['names'])}")
+    from certkeeper.names import to_unicode
+
+    shown = [name if to_unicode(name) == name else f"{name} ({to_unicode(name)})" for name in data["names"]]
+    out.print(f"  names:   {', '.join(shown)}")
     out.print(f"  issuer:  {data['issuer']}   key: {data['key_type']}")
     current = data.get("current")
     if current:

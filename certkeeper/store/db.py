@@ -29,10 +29,13 @@ HEAD_REVISION = "20261130_0001"
 
 
 def _migrations_dir() -> Path:
-    # Installed wheel: migrations/ is a top-level package beside certkeeper/.
-    import migrations
+    """Installed: the package certkeeper.migrations. From a checkout: migrations/ beside certkeeper/."""
+    import importlib.util
 
-    return Path(migrations.__file__).resolve().parent
+    spec = importlib.util.find_spec("certkeeper.migrations")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).resolve().parent
+    return Path(__file__).resolve().parents[2] / "migrations"
 
 
 def redact_url(url: str) -> str:

@@ -269,3 +269,10 @@ def test_usage_errors_exit_2_and_debug_shows_traceback(ck) -> None:
     assert ck("export").code == 2
     assert ck("no-such-command").code == 2
     assert ck("show", "nope").code == 1
+
+
+@pytest.mark.parametrize("bad_id", ["../../etc/passwd", "a b", "", "-starts-with-dash", "x" * 65])
+def test_hostile_certificate_ids_are_refused(ck, home: Path, bad_id: str) -> None:
+    result = ck("issue", "mail.contoso.com", "--id", bad_id)
+    assert result.code == 1 and "certificate id" in result.err, result
+    assert _db_counts(home).get("certificates", 0) == 0
