@@ -116,7 +116,7 @@ class Daemon:
         repo.extend_certificate_leases(self.service.holder, self.ttl)
 
     def heartbeat_job(self) -> None:
-        """The scheduled heartbeat: a store that is briefly unreachable (a PostgreSQL restart) is a
+        """The periodic heartbeat: a store that is briefly unreachable (a PostgreSQL restart) is a
         warning, not a traceback every few seconds; the next beat reconnects."""
         try:
             self.heartbeat()
@@ -217,10 +217,9 @@ class Daemon:
         beat = max(2.0, self.ttl.total_seconds() / 3)
         alerts = min(30.0, minutes * 60)
         # every interval job gets its first run time: APScheduler 3 adds a job whose next_run_time is
-        # None as *paused* (build_scheduler passes first_run_at through), so without it the heartbeat,
-        # alert delivery, renewal information and verification jobs never ran
+        # None as *paused* (build_scheduler passes first_run_at through), so without it the alert
+        # delivery, renewal information and verification jobs never ran
         jobs = [
-            JobSpec("heartbeat", self.heartbeat_job, seconds=beat, first_run_at=soon(now, beat)),
             JobSpec("reconcile", self.reconcile, seconds=minutes * 60, jitter=jitter, first_run_at=now),
             JobSpec("alerts", self.deliver_alerts, seconds=alerts, first_run_at=soon(now, alerts)),
             JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800,
@@ -239,13 +238,18 @@ class Daemon:
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.settings.metrics_address, exc)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # the heartbeat keeps this node's leases alive, so it has its own thread: busy scheduler
+        # workers (a slow issuance, probes, a dead SMTP server) must never delay it past the TTL
+        beater = threading.Thread(target=self._beat, args=(beat,), name="heartbeat", daemon=True)
         scheduler.start()
+        beater.start()
         try:
             while not self.stop_event.wait(1.0):
                 pass
         finally:
             log.info("stopping: letting the running step finish")
             scheduler.shutdown(wait=True)
+            beater.join(timeout=beat + 5)
             if server is not None:
                 server.shutdown()
             for sig, handler in previous.items():
@@ -253,6 +257,10 @@ class Daemon:
             self._release()
             log.info("daemon stopped")
         return 0
+
+    def _beat(self, seconds: float) -> None:
+        while not self.stop_event.wait(seconds):
+            self.heartbeat_job()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("received %s", signal.Signals(signum).name)
