@@ -113,7 +113,7 @@ class Daemon:
         if self.state["issuer"] and not repo.acquire_lease(ISSUER_LEASE, self.holder, self.ttl):
             log.warning("lost the issuer lease to another node")
             self.state["issuer"] = False
-        repo.extend_certificate_leases(self.service.holder, self.ttl)
+        self.service.extend_issue_leases(self.ttl)
 
     def heartbeat_job(self) -> None:
         """The periodic heartbeat: a store that is briefly unreachable (a PostgreSQL restart) is a

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -178,6 +179,8 @@ class Service:
         #: leases it holds with every heartbeat, so a node killed on another host blocks the others
         #: only that long (a dead holder on this host is seen at once, see holder_is_dead)
         self.issue_lease_ttl = ISSUE_LEASE_TTL
+        self._issuing: set[str] = set()
+        self._issuing_lock = threading.Lock()
         self._issuers: dict[str, Issuer] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -339,13 +342,24 @@ class Service:
                     f"{f' ({holder})' if holder else ''}; try again later"
                 )
             log.warning("%s: the process that was issuing it (%s) died; resuming its request", cert_id, holder)
+        with self._issuing_lock:
+            self._issuing.add(cert_id)
         try:
             if still_due is not None and not still_due():
                 log.info("%s: already renewed by another process", cert_id, extra={"cert": cert_id})
                 return None
             return self._issue_locked(cert_id, progress, reason)
         finally:
+            with self._issuing_lock:
+                self._issuing.discard(cert_id)
             self.repository.release_certificate_lease(cert_id, self.holder)
+
+    def extend_issue_leases(self, ttl: timedelta) -> int:
+        """Keep the leases of the certificates this process is issuing right now (not of one whose
+        release failed, say while the store was down: that one expires)."""
+        with self._issuing_lock:
+            issuing = sorted(self._issuing)
+        return self.repository.extend_certificate_leases(issuing, self.holder, ttl)
 
     def _issue_locked(self, cert_id: str, progress: Callable[[str], None], reason: str) -> IssueOutcome:
         from certkeeper.pki import csr as pki_csr

@@ -435,13 +435,17 @@ class Repository:
             self.get_certificate(session, cert_id)  # NotFound for an unknown id, not "someone holds it"
             return False
 
-    def extend_certificate_leases(self, holder: str, ttl: timedelta) -> int:
-        """Push back the expiry of every certificate lease ``holder`` holds (a live daemon's heartbeat)."""
+    def extend_certificate_leases(self, cert_ids: Sequence[str], holder: str, ttl: timedelta) -> int:
+        """Push back the expiry of the leases ``holder`` still holds on ``cert_ids`` (a live daemon's
+        heartbeat, for the certificates it is issuing right now)."""
+        if not cert_ids:
+            return 0
         now = self.clock.now()
         with self.session() as session:
             result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(CertificateRow)
-                .where(CertificateRow.lease_holder == holder, CertificateRow.lease_expires_at >= now)
+                .where(CertificateRow.id.in_(list(cert_ids)), CertificateRow.lease_holder == holder,
+                       CertificateRow.lease_expires_at >= now)
                 .values(lease_expires_at=now + ttl)
             )
             return int(result.rowcount)

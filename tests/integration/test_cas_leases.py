@@ -82,14 +82,32 @@ def test_a_live_daemon_keeps_its_certificate_lease_and_a_dead_one_loses_it_after
     assert repo.acquire_certificate_lease("mail", first.holder, ttl)
     for _ in range(3):  # heartbeats every few seconds keep a long issuance leased
         clock.advance(timedelta(seconds=8))
-        assert repo.extend_certificate_leases(first.holder, ttl) == 1
+        assert repo.extend_certificate_leases(["mail"], first.holder, ttl) == 1
         assert not second.repository.acquire_certificate_lease("mail", second.holder, ttl)
     # the holder is killed: no more heartbeats; another node takes over one TTL later, not 15 minutes
     clock.advance(timedelta(seconds=9))
     assert not second.repository.acquire_certificate_lease("mail", second.holder, ttl)
     clock.advance(timedelta(seconds=2))
-    assert repo.extend_certificate_leases(first.holder, ttl) == 0  # an expired lease is not revived
+    assert repo.extend_certificate_leases(["mail"], first.holder, ttl) == 0  # an expired lease is not revived
     assert second.repository.acquire_certificate_lease("mail", second.holder, ttl)
+
+
+def test_the_heartbeat_extends_only_the_leases_of_certificates_being_issued(tmp_path: Path, store_url: str) -> None:
+    clock = FrozenClock(START)
+    node = _service(tmp_path, store_url, clock, "cas01")
+    node.sync_config()
+    ttl = timedelta(seconds=10)
+    # a lease left behind (its release failed while the store was down): nothing is being issued
+    assert node.repository.acquire_certificate_lease("mail", node.holder, ttl)
+    assert node.extend_issue_leases(ttl) == 0
+    seen: list[int] = []
+
+    def still_due() -> bool:  # runs under the lease, while "mail" is being issued
+        seen.append(node.extend_issue_leases(ttl))
+        return False
+
+    node.issue_certificate("mail", still_due=still_due)
+    assert seen == [1]
 
 
 def test_a_renewal_another_node_finished_meanwhile_is_not_ordered_again(tmp_path: Path, store_url: str) -> None:
