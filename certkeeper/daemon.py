@@ -216,9 +216,7 @@ class Daemon:
         jitter = max(1, int(minutes * 60 / 10))
         beat = max(2.0, self.ttl.total_seconds() / 3)
         alerts = min(30.0, minutes * 60)
-        # every interval job gets its first run time: APScheduler 3 adds a job whose next_run_time is
-        # None as *paused* (build_scheduler passes first_run_at through), so without it the alert
-        # delivery, renewal information and verification jobs never ran
+        # explicit first runs: reconcile at once, the others one interval after start
         jobs = [
             JobSpec("reconcile", self.reconcile, seconds=minutes * 60, jitter=jitter, first_run_at=now),
             JobSpec("alerts", self.deliver_alerts, seconds=alerts, first_run_at=soon(now, alerts)),

@@ -39,9 +39,12 @@ def build_scheduler(jobs: list[JobSpec]) -> Any:
                               replace_existing=True)
         else:
             assert job.seconds is not None
+            # APScheduler 3 adds a job with an explicit next_run_time=None as *paused*: pass the
+            # argument only when a first run time is given
+            extra: dict[str, Any] = {"next_run_time": job.first_run_at} if job.first_run_at else {}
             scheduler.add_job(
                 job.func, "interval", id=job.id, seconds=job.seconds, jitter=job.jitter,
-                next_run_time=job.first_run_at, replace_existing=True,
+                replace_existing=True, **extra,
             )
     return scheduler
 

@@ -96,11 +96,18 @@ def _alembic(engine: Engine) -> Iterator[tuple[Any, Any]]:
         yield config, connection
 
 
+#: PostgreSQL advisory lock key held while migrating, so CAS nodes starting together on an empty
+#: store create the schema once (the others wait, then find it at head)
+MIGRATION_LOCK_KEY = 0x6365_7274_6B65_6570  # "certkeep"
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
-        with _alembic(engine) as (config, _connection):
+        with _alembic(engine) as (config, connection):
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             command.upgrade(config, revision)
     except OperationalError as exc:
         raise StoreError(f"cannot migrate {redact_url(str(engine.url))}: {exc.orig}") from exc

@@ -64,3 +64,30 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
 def test_head_constant_matches_alembic_head() -> None:
     # commands compare the store with HEAD_REVISION without importing Alembic; a new migration must update it
     assert db.HEAD_REVISION == db.head_revision()
+
+
+def test_nodes_starting_together_on_an_empty_postgresql_create_the_schema_once(postgres_url: str) -> None:
+    import threading
+
+    engines = [db.make_engine(postgres_url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def start(engine) -> None:  # type: ignore[no-untyped-def]
+        try:
+            db.ensure_current(engine, auto_upgrade=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(engine,), daemon=True) for engine in engines]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        # without the advisory lock the concurrent CREATE TABLEs deadlock or collide
+        assert not any(thread.is_alive() for thread in threads), "schema creation is stuck"
+        assert errors == []
+        assert db.current_revision(engines[0]) == db.HEAD_REVISION
+    finally:
+        for engine in engines:
+            engine.dispose()
