@@ -70,6 +70,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.state: dict[str, Any] = {"last_reconcile_ts": 0.0, "last_reconcile_errors": 0, "issuer": False}
         self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
+        self._create_schema_in_a_child(config)
         self.service = Service.open(config, create=True, migrate=False, node=self.node)
         # a certificate being issued is leased for the daemon's lease TTL, renewed by the heartbeat:
         # if this process is killed mid-issuance, another node resumes within the TTL (not 15 minutes)
@@ -77,6 +78,34 @@ class Daemon:
         self.shared_store = self.service.repository.sessions.kw["bind"].dialect.name != "sqlite"
         # SQLite: one daemon per store. PostgreSQL: one daemon per node name.
         self.instance_lease = f"daemon:{self.node}" if self.shared_store else "daemon"
+
+    @staticmethod
+    def _create_schema_in_a_child(config: Config) -> None:
+        """Create the tables of an empty store in a short-lived `certkeeper db upgrade` process.
+
+        Alembic would otherwise stay loaded in the long-running daemon (about 15 MB). An existing
+        store is never migrated by the daemon (it refuses one that is behind, see Service.open).
+        """
+        import subprocess
+
+        from certkeeper.store import db
+
+        if not config.settings.store.url:
+            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = db.make_engine(config.store_url)
+        try:
+            if db.current_revision(engine) is not None or db.has_tables(engine):
+                return
+        finally:
+            engine.dispose()
+        argv = [sys.executable, "-m", "certkeeper"]
+        if config.path is not None:
+            argv += ["--config", str(config.path)]
+        env = dict(os.environ, CERTKEEPER_DATA_DIR=str(config.data_dir))
+        done = subprocess.run([*argv, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            # fall back to migrating in this process (Service.open creates an empty store's tables)
+            log.warning("creating the store's tables in a child process failed: %s", done.stderr.strip()[-500:])
 
     # -- instance lock --------------------------------------------------------------------------
 

@@ -133,6 +133,10 @@ def current_revision(engine: Engine) -> str | None:
         raise StoreError(f"cannot read store {redact_url(str(engine.url))}: {exc.orig}") from exc
 
 
+def has_tables(engine: Engine) -> bool:
+    return bool(inspect(engine).get_table_names())
+
+
 def head_revision() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
