@@ -69,7 +69,7 @@ class FilesOptions(BaseModel):
     probe_timeout: float = Field(default=10, gt=0)
 
 
-class FilesBinder:
+class FilesBinder(probe.ProbedEndpoints):
     """Writes certificate files atomically, reloads, verifies, rolls back on failure."""
 
     def __init__(
@@ -218,18 +218,6 @@ class FilesBinder:
                 log.error("%s", exc, extra=dict(extra))
         log.warning("%s: rolled back to the previous files", self.name, extra=dict(extra))
         return f" (rollback problems: {'; '.join(problems)})" if problems else ""
-
-    def verify(self, bundle: Bundle) -> Verification:
-        """Probe the configured endpoints with every certificate name as SNI."""
-        if self._prober is not None:
-            return self._prober(bundle)
-        return probe.verify_endpoints(
-            bundle.fingerprint,
-            self.endpoints,
-            bundle.names,
-            settle_seconds=self.settle_seconds,
-            timeout=self.probe_timeout,
-        )
 
     def retire(self, previous: Bundle, current: Bundle) -> None:
         """Nothing to remove: the files now hold ``current``."""

@@ -92,7 +92,7 @@ class RuntimeApi:
         return b"".join(chunks).decode(errors="replace").strip()
 
 
-class HaproxyBinder:
+class HaproxyBinder(probe.ProbedEndpoints):
     """Sets the certificate through the runtime API, then keeps the file in step."""
 
     def __init__(
@@ -184,17 +184,6 @@ class HaproxyBinder:
             except BindError as exc:
                 problems.append(str(exc))
         return f" (rollback problems: {'; '.join(problems)})" if problems else ""
-
-    def verify(self, bundle: Bundle) -> Verification:
-        if self._prober is not None:
-            return self._prober(bundle)
-        return probe.verify_endpoints(
-            bundle.fingerprint,
-            self.endpoints,
-            bundle.names,
-            settle_seconds=self.settle_seconds,
-            timeout=self.probe_timeout,
-        )
 
     def retire(self, previous: Bundle, current: Bundle) -> None:
         """Nothing to remove: the same path now holds ``current``."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from certkeeper.errors import ConfigError
-from certkeeper.model import EndpointCheck, Verification
+from certkeeper.model import Bundle, EndpointCheck, Verification
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +245,28 @@ def verify_endpoints(
         sleep(interval_seconds)
     ordered = [results[(endpoint.text, sni)] for endpoint in parsed for sni in server_names]
     return Verification(checks=tuple(ordered))
+
+
+class ProbedEndpoints:
+    """Mixin for binders that prove a deployment by probing ``endpoints`` (files, HAProxy).
+
+    The binder sets ``endpoints``, ``settle_seconds``, ``probe_timeout`` and ``_prober`` (a test
+    hook replacing the network probe) in its ``__init__``.
+    """
+
+    endpoints: tuple[str, ...]
+    settle_seconds: float
+    probe_timeout: float
+    _prober: Callable[[Bundle], Verification] | None
+
+    def verify(self, bundle: Bundle) -> Verification:
+        """Probe the configured endpoints with every certificate name as SNI."""
+        if self._prober is not None:
+            return self._prober(bundle)
+        return verify_endpoints(
+            bundle.fingerprint,
+            self.endpoints,
+            bundle.names,
+            settle_seconds=self.settle_seconds,
+            timeout=self.probe_timeout,
+        )
