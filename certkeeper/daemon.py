@@ -228,7 +228,7 @@ class Daemon:
     # -- main loop --------------------------------------------------------------------------------
 
     def run(self) -> int:
-        from certkeeper.scheduler import JobSpec, build_scheduler, soon
+        from certkeeper.scheduler import JobSpec, build_scheduler
 
         limit_malloc_arenas()
         self.acquire_instance()
@@ -245,13 +245,12 @@ class Daemon:
         jitter = max(1, int(minutes * 60 / 10))
         beat = max(2.0, self.ttl.total_seconds() / 3)
         alerts = min(30.0, minutes * 60)
-        # explicit first runs: reconcile at once, the others one interval after start
+        # reconcile at once; the other interval jobs first run one interval after start
         jobs = [
             JobSpec("reconcile", self.reconcile, seconds=minutes * 60, jitter=jitter, first_run_at=now),
-            JobSpec("alerts", self.deliver_alerts, seconds=alerts, first_run_at=soon(now, alerts)),
-            JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800,
-                    first_run_at=soon(now, 12 * 3600)),
-            JobSpec("verify", self.verify, seconds=3600, jitter=120, first_run_at=soon(now, 3600)),
+            JobSpec("alerts", self.deliver_alerts, seconds=alerts),
+            JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800),
+            JobSpec("verify", self.verify, seconds=3600, jitter=120),
             JobSpec("digest", self.digest, cron_hour=self.config.settings.alerts.digest_hour, jitter=600),
         ]
         scheduler = build_scheduler(jobs)

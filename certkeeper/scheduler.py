@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 7 * 24 * 3600}
@@ -47,7 +47,3 @@ def build_scheduler(jobs: list[JobSpec]) -> Any:
                 replace_existing=True, **extra,
             )
     return scheduler
-
-
-def soon(now: datetime, seconds: float) -> datetime:
-    return now + timedelta(seconds=seconds)

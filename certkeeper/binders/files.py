@@ -114,12 +114,7 @@ class FilesBinder(probe.ProbedEndpoints):
         self.mode = mode
         self.reload = list(reload) if reload else None
         self.reload_timeout = reload_timeout
-        self.endpoints = tuple(verify)
-        for endpoint in self.endpoints:
-            probe.parse_endpoint(endpoint)
-        self.settle_seconds = settle_seconds
-        self.probe_timeout = probe_timeout
-        self._prober = prober
+        self._setup_probe(verify, settle_seconds, probe_timeout, prober)
 
     @classmethod
     def from_options(cls, name: str, options: Mapping[str, Any], context: PluginContext) -> Self:

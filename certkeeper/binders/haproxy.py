@@ -113,13 +113,8 @@ class HaproxyBinder(probe.ProbedEndpoints):
         self.crt = Path(crt)
         if not self.crt.is_absolute():
             raise ConfigError(f"bindings.{name}.crt: must be the absolute path used in haproxy.cfg")
-        self.endpoints = tuple(verify)
-        for endpoint in self.endpoints:
-            probe.parse_endpoint(endpoint)
-        self.settle_seconds = settle_seconds
-        self.probe_timeout = probe_timeout
+        self._setup_probe(verify, settle_seconds, probe_timeout, prober)
         self.mode = mode
-        self._prober = prober
 
     @classmethod
     def from_options(cls, name: str, options: Mapping[str, Any], context: PluginContext) -> Self:

@@ -259,6 +259,21 @@ class ProbedEndpoints:
     probe_timeout: float
     _prober: Callable[[Bundle], Verification] | None
 
+    def _setup_probe(
+        self,
+        verify: Iterable[str],
+        settle_seconds: float,
+        probe_timeout: float,
+        prober: Callable[[Bundle], Verification] | None,
+    ) -> None:
+        """Check the endpoints now (a typo is a config error, not a failed deploy) and keep them."""
+        self.endpoints = tuple(verify)
+        for endpoint in self.endpoints:
+            parse_endpoint(endpoint)
+        self.settle_seconds = settle_seconds
+        self.probe_timeout = probe_timeout
+        self._prober = prober
+
     def verify(self, bundle: Bundle) -> Verification:
         """Probe the configured endpoints with every certificate name as SNI."""
         if self._prober is not None:
