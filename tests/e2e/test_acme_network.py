@@ -122,7 +122,7 @@ def test_rate_limited_waits_for_retry_after_in_both_forms(scripted: Scripted) ->
     elapsed = time.monotonic() - start
     assert response.json() == {"ok": True}
     assert len(scripted.nonces_seen) == 3
-    assert 1.9 < elapsed < 4  # 1 s, then until the HTTP date (1-2 s more)
+    assert 1.9 < elapsed < 6  # 1 s, then until the HTTP date (1-2 s more); room for a loaded machine
 
 
 def test_retry_after_beyond_the_deadline_is_reported(scripted: Scripted) -> None:
