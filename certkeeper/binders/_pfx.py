@@ -5,111 +5,27 @@ PFX files themselves are built by :func:`certkeeper.pki.pfx.build_pfx`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptography.hazmat.primitives import hashes, hmac
+from pyasn1.codec.der import decoder, encoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import char, univ
+from pyasn1.type.base import Asn1Type
+from pyasn1_modules import rfc5652, rfc7292
 
 from certkeeper.errors import InputError
 
 MS_CSP_NAME_OID = "1.3.6.1.4.1.311.17.1"
 SCHANNEL_CSP = "Microsoft RSA SChannel Cryptographic Provider"
 
-_OID_DATA = "1.2.840.113549.1.7.1"
-_OID_KEY_BAGS = ("1.2.840.113549.1.12.10.1.1", "1.2.840.113549.1.12.10.1.2")
+_KEY_BAGS = (rfc7292.id_keyBag, rfc7292.id_pkcs8ShroudedKeyBag)
 _HASHES: dict[str, tuple[hashes.HashAlgorithm, int]] = {
     "1.3.14.3.2.26": (hashes.SHA1(), 64),  # noqa: S303 - legacy PFX MAC
     "2.16.840.1.101.3.4.2.1": (hashes.SHA256(), 64),
     "2.16.840.1.101.3.4.2.2": (hashes.SHA384(), 128),
     "2.16.840.1.101.3.4.2.3": (hashes.SHA512(), 128),
 }
-
-
-class _Node:
-    """A DER element: tag byte and either raw content or children (constructed)."""
-
-    def __init__(self, tag: int, content: bytes) -> None:
-        self.tag = tag
-        self.content = content
-        self.children: list[_Node] | None = _parse_all(content) if tag & 0x20 else None
-
-    def encode(self) -> bytes:
-        body = (
-            b"".join(child.encode() for child in self.children) if self.children is not None else self.content
-        )
-        return bytes([self.tag]) + _length(len(body)) + body
-
-
-def _length(size: int) -> bytes:
-    if size < 0x80:
-        return bytes([size])
-    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
-def _parse_one(data: bytes, offset: int) -> tuple[_Node, int]:
-    tag = data[offset]
-    if tag & 0x1F == 0x1F:
-        raise InputError("PFX: multi-byte DER tags are not expected")
-    first = data[offset + 1]
-    offset += 2
-    if first < 0x80:
-        size = first
-    else:
-        count = first & 0x7F
-        if count == 0:
-            raise InputError("PFX: indefinite lengths are not DER")
-        size = int.from_bytes(data[offset : offset + count], "big")
-        offset += count
-    end = offset + size
-    if end > len(data):
-        raise InputError("PFX: truncated DER")
-    return _Node(tag, data[offset:end]), end
-
-
-def _parse_all(data: bytes) -> list[_Node]:
-    nodes, offset = [], 0
-    while offset < len(data):
-        node, offset = _parse_one(data, offset)
-        nodes.append(node)
-    return nodes
-
-
-def _parse(data: bytes) -> _Node:
-    node, end = _parse_one(data, 0)
-    if end != len(data):
-        raise InputError("PFX: trailing bytes after DER")
-    return node
-
-
-def _oid(node: _Node) -> str:
-    if node.tag != 0x06:
-        raise InputError("PFX: expected an OBJECT IDENTIFIER")
-    raw = node.content
-    parts = [raw[0] // 40, raw[0] % 40] if raw[0] < 80 else [2, raw[0] - 80]
-    value = 0
-    for byte in raw[1:]:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            parts.append(value)
-            value = 0
-    return ".".join(str(part) for part in parts)
-
-
-def _encode_oid(dotted: str) -> _Node:
-    numbers = [int(part) for part in dotted.split(".")]
-    out = bytearray([numbers[0] * 40 + numbers[1]])
-    for number in numbers[2:]:
-        chunk = [number & 0x7F]
-        number >>= 7
-        while number:
-            chunk.append(0x80 | (number & 0x7F))
-            number >>= 7
-        out.extend(reversed(chunk))
-    return _Node(0x06, bytes(out))
-
-
-def _children(node: _Node) -> list[_Node]:
-    if node.children is None:
-        raise InputError("PFX: expected a constructed DER element")
-    return node.children
 
 
 def pkcs12_kdf(
@@ -150,57 +66,83 @@ def pkcs12_kdf(
 def set_csp_name(pfx_der: bytes, password: bytes, csp_name: str = SCHANNEL_CSP) -> bytes:
     """Tag every private-key bag of ``pfx_der`` with the Microsoft CSP name and re-MAC it.
 
+    The DER is read and written with pyasn1 and the RFC 7292 structures of pyasn1-modules; the
+    PFX's other parts (the encrypted certificate bag, the shrouded key) pass through untouched.
+
     Raises:
         InputError: the PFX is not in the layout cryptography and OpenSSL write (key bags in a
             plain ``data`` content info, a MAC present).
     """
     try:
         return _set_csp_name(pfx_der, password, csp_name)
+    except PyAsn1Error:
+        raise InputError("PFX: not a DER-encoded PKCS#12 file") from None
     except (ValueError, IndexError, TypeError, UnicodeError) as exc:
         raise InputError(f"PFX: unexpected structure ({type(exc).__name__})") from None
 
 
+def _decode(data: bytes, spec: Asn1Type) -> Any:
+    value, rest = decoder.decode(data, asn1Spec=spec)
+    if rest:
+        raise InputError("PFX: trailing bytes after DER")
+    return value
+
+
+def _data_octets(info: Any) -> bytes:
+    """The octets inside a ``data`` ContentInfo (RFC 5652 §4)."""
+    return bytes(_decode(bytes(info["content"]), univ.OctetString()))
+
+
+def _as_data(octets: bytes) -> univ.Any:
+    return univ.Any(encoder.encode(univ.OctetString(octets)))
+
+
+def _csp_attribute(csp_name: str) -> rfc5652.Attribute:
+    attribute = rfc5652.Attribute()
+    attribute["attrType"] = univ.ObjectIdentifier(MS_CSP_NAME_OID)
+    attribute["attrValues"].append(univ.Any(encoder.encode(char.BMPString(csp_name))))
+    return attribute
+
+
 def _set_csp_name(pfx_der: bytes, password: bytes, csp_name: str) -> bytes:
-    pfx = _parse(pfx_der)
-    version, auth_safe, mac_data = _children(pfx)
-    if _oid(_children(auth_safe)[0]) != _OID_DATA:
+    pfx = _decode(pfx_der, rfc7292.PFX())
+    auth_safe = pfx["authSafe"]
+    if auth_safe["contentType"] != rfc5652.id_data:
         raise InputError("PFX: public-key integrity mode is not supported")
-    auth_octets = _children(_children(auth_safe)[1])[0]
-    contents = _parse(auth_octets.content)
+    if not pfx["macData"].isValue:
+        raise InputError("PFX: no MAC to recompute")
+    contents = _decode(_data_octets(auth_safe), rfc7292.AuthenticatedSafe())
     tagged = 0
-    for info in _children(contents):
-        info_children = _children(info)
-        if _oid(info_children[0]) != _OID_DATA:
+    for info in contents:
+        if info["contentType"] != rfc5652.id_data:
             continue  # encrypted data holds the certificates
-        octets = _children(info_children[1])[0]
-        safe_contents = _parse(octets.content)
-        for bag in _children(safe_contents):
-            parts = _children(bag)
-            if _oid(parts[0]) not in _OID_KEY_BAGS:
+        bags = _decode(_data_octets(info), rfc7292.SafeContents())
+        changed = False
+        for bag in bags:
+            if bag["bagId"] not in _KEY_BAGS:
                 continue
-            attribute = _Node(0x30, b"")
-            bmp = _Node(0x1E, csp_name.encode("utf-16-be"))
-            attribute.children = [_encode_oid(MS_CSP_NAME_OID), _Node(0x31, bmp.encode())]
-            if len(parts) == 2:
-                parts.append(_Node(0x31, b""))
-            attributes = _children(parts[2])
-            attributes[:] = [a for a in attributes if _oid(_children(a)[0]) != MS_CSP_NAME_OID] + [attribute]
-            attributes.sort(key=lambda node: node.encode())  # DER: SET OF sorted by encoding
+            kept = [a for a in bag["bagAttributes"] if a["attrType"] != univ.ObjectIdentifier(MS_CSP_NAME_OID)]
+            attributes = bag["bagAttributes"].clone()  # an empty SET OF; the DER encoder sorts it
+            for attribute in [*kept, _csp_attribute(csp_name)]:
+                attributes.append(attribute)
+            bag["bagAttributes"] = attributes
             tagged += 1
-        octets.content = safe_contents.encode()
-        octets.children = None
+            changed = True
+        if changed:
+            info["content"] = _as_data(encoder.encode(bags))
     if not tagged:
         raise InputError("PFX: no private key bag found")
-    auth_octets.content = contents.encode()
+    auth_octets = encoder.encode(contents)
+    auth_safe["content"] = _as_data(auth_octets)
     # recompute the MAC over the new AuthenticatedSafe (RFC 7292 §4: HMAC with a B.2-derived key)
-    digest_info, salt, *rest = _children(mac_data)
-    algorithm_oid = _oid(_children(_children(digest_info)[0])[0])
+    mac_data = pfx["macData"]
+    algorithm_oid = str(mac_data["mac"]["digestAlgorithm"]["algorithm"])
     if algorithm_oid not in _HASHES:
         raise InputError(f"PFX: unsupported MAC hash {algorithm_oid}")
     algorithm, block = _HASHES[algorithm_oid]
-    iterations = int.from_bytes(rest[0].content, "big") if rest else 1
-    key = pkcs12_kdf(password, salt.content, iterations, 3, algorithm.digest_size, algorithm, block)
+    iterations = int(mac_data["iterations"])
+    key = pkcs12_kdf(password, bytes(mac_data["macSalt"]), iterations, 3, algorithm.digest_size, algorithm, block)
     mac = hmac.HMAC(key, algorithm)
-    mac.update(auth_octets.content)
-    _children(digest_info)[1].content = mac.finalize()
-    return _Node(0x30, b"".join(node.encode() for node in (version, auth_safe, mac_data))).encode()
+    mac.update(auth_octets)
+    mac_data["mac"]["digest"] = univ.OctetString(mac.finalize())
+    return bytes(encoder.encode(pfx))

@@ -88,3 +88,24 @@ def test_csp_attribute_is_what_openssl_writes_and_the_mac_still_verifies(
 def test_garbage_is_an_input_error() -> None:
     with pytest.raises(InputError):
         set_csp_name(b"\x30\x03\x02\x01\x03", b"x")
+
+
+def test_a_key_bag_without_attributes_gets_the_csp_name() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
+
+    # no certificate, no name: the key bag carries no attributes at all
+    pfx = pkcs12.serialize_key_and_certificates(
+        None, ec.generate_private_key(ec.SECP256R1()), None, None, BestAvailableEncryption(b"pw")
+    )
+    assert SCHANNEL_CSP.encode("utf-16-be") not in pfx
+    tagged = set_csp_name(pfx, b"pw")
+    assert pkcs12.load_pkcs12(tagged, b"pw").key is not None  # the MAC was recomputed
+    assert tagged.count(SCHANNEL_CSP.encode("utf-16-be")) == 1
+
+
+def test_a_truncated_pfx_is_named_as_such(test_pki: TestPKI) -> None:
+    bundle = test_pki.bundle("mail.contoso.com")
+    pfx = build_pfx(bundle.key_pem, bundle.cert_pem, b"", password=b"pw", encryption="aes256", friendly_name=None)
+    with pytest.raises(InputError, match=r"^PFX: not a DER-encoded PKCS#12 file$"):
+        set_csp_name(pfx[:-20], b"pw")
