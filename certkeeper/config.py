@@ -64,6 +64,9 @@ class _Plugin(BaseModel):
 class StoreSettings(_Strict):
     url: str | None = None
     secret_key_file: Path | None = None
+    #: revisions expired (or failed) longer ago than this are deleted with their sealed keys;
+    #: the current revision and what a node last served are always kept; 0 keeps everything
+    revision_retention_days: float = Field(default=90, ge=0)
 
 
 class BindingSettings(_Plugin):

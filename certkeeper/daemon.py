@@ -210,6 +210,7 @@ class Daemon:
             # delivered alerts are dropped after longer than any certificate lives (398 days under the
             # CA/B rules): their rows carry the dedupe keys that keep an alert from being sent twice
             self.service.outbox().purge_delivered(now - timedelta(days=400))
+            self.service.prune_revisions(now)
         except Exception:
             log.exception("digest failed")
         self.deliver_alerts()

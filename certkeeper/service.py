@@ -1163,6 +1163,31 @@ class Service:
                 log.error("notifier %s cannot be used: %s", name, exc, extra={"notifier": name})
         return built
 
+    def prune_revisions(self, now: datetime, *, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Delete revisions past ``[store] revision_retention_days``; returns (certificate, number).
+
+        See :meth:`Repository.prunable_revisions` for what is always kept. Each deletion is
+        recorded as an event on its certificate, so ``show`` says where a revision went.
+        """
+        days = self.config.settings.store.revision_retention_days
+        if not days:
+            return []
+        found = self.repository.prunable_revisions(now - timedelta(days=days))
+        if dry_run or not found:
+            return [(cert_id, number) for cert_id, number, _ in found]
+        self.repository.delete_revisions([row_id for _, _, row_id in found])
+        by_cert: dict[str, list[int]] = {}
+        for cert_id, number, _ in found:
+            by_cert.setdefault(cert_id, []).append(number)
+        for cert_id, numbers in by_cert.items():
+            listed = ", ".join(str(n) for n in numbers)
+            self.repository.record_event(
+                "pruned", f"deleted revisions {listed}: expired or failed more than {days:g} days ago",
+                certificate_id=cert_id, details={"revisions": numbers},
+            )
+        log.info("pruned %d old revisions", len(found))
+        return [(cert_id, number) for cert_id, number, _ in found]
+
     def outbox(self) -> Any:
         from certkeeper.outbox import Outbox
 

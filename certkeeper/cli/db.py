@@ -57,6 +57,31 @@ def current(ctx: click.Context) -> None:
     console().print(f"current {now or 'base'}, head {head}: {state}")
 
 
+@db.command()
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.pass_context
+def prune(ctx: click.Context, dry_run: bool) -> None:
+    """Delete revisions past [store] revision_retention_days (the daemon does this daily).
+
+    Revisions whose certificate expired, or whose request failed, longer ago than the retention
+    go, with their sealed keys. The current revision, pending ones and what any node last served
+    always stay.
+    """
+    from certkeeper.service import Service
+
+    config = load_config(ctx)
+    service = Service.open(config, create=False)
+    days = config.settings.store.revision_retention_days
+    if not days:
+        console().print("revision_retention_days = 0: every revision is kept")
+        return
+    found = service.prune_revisions(service.clock.now(), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for cert_id, number in found:
+        console().print(f"{verb} {cert_id} revision {number}", highlight=False)
+    console().print(f"{len(found)} revisions {verb} (retention {days:g} days)", highlight=False)
+
+
 @click.group()
 def keys() -> None:
     """The encryption key for private keys and secrets at rest."""

@@ -16,6 +16,7 @@ EXAMPLE_CONFIG = '''\
 # SQLite in the data folder by default; PostgreSQL when several CAS nodes share one store:
 # url = "postgresql+psycopg://certkeeper@db01.corp.contoso.com/certkeeper"
 # secret_key_file = "{data_dir}/secret.key"   # or set CERTKEEPER_SECRET_KEY
+# revision_retention_days = 90   # expired and failed revisions older than this are deleted
 
 [issuers.internal]                    # the built-in CA; exists even if this table is removed
 type = "internal-ca"

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from certkeeper.clock import Clock
 from certkeeper.errors import NotFound
@@ -375,6 +375,56 @@ class Repository:
     def next_revision_number(self, session: Session, cert_id: str) -> int:
         current = session.scalar(select(func.max(RevisionRow.number)).where(RevisionRow.certificate_id == cert_id))
         return (current or 0) + 1
+
+    def prunable_revisions(self, cutoff: datetime) -> list[tuple[str, int, int]]:
+        """Revisions no longer worth their encrypted key: (certificate id, number, row id).
+
+        Those whose certificate expired before ``cutoff`` and failed requests made before it. Kept
+        always: each certificate's current (newest issued) revision, every pending one, and every
+        revision that is the latest deployment of some binding on some node (what that node last
+        served, which ``status --nodes`` shows).
+        """
+        latest_deployments = (
+            select(func.max(DeploymentRow.id))
+            .group_by(DeploymentRow.certificate_id, DeploymentRow.binding, DeploymentRow.node)
+            .scalar_subquery()
+        )
+        served = select(DeploymentRow.revision_id).where(DeploymentRow.id.in_(latest_deployments))
+        newer = aliased(RevisionRow)
+        current = (
+            select(RevisionRow.id)
+            .where(RevisionRow.state == RevisionState.ISSUED.value)
+            .where(
+                RevisionRow.number
+                == select(func.max(newer.number))
+                .where(newer.certificate_id == RevisionRow.certificate_id, newer.state == RevisionState.ISSUED.value)
+                .scalar_subquery()
+            )
+        )
+        query = (
+            select(RevisionRow.certificate_id, RevisionRow.number, RevisionRow.id)
+            .where(
+                or_(
+                    (RevisionRow.state == RevisionState.ISSUED.value) & (RevisionRow.not_after < cutoff),
+                    (RevisionRow.state == RevisionState.FAILED.value) & (RevisionRow.requested_at < cutoff),
+                )
+            )
+            .where(RevisionRow.id.not_in(current), RevisionRow.id.not_in(served))
+            .order_by(RevisionRow.certificate_id, RevisionRow.number)
+        )
+        with self.session() as session:
+            return [(row[0], row[1], row[2]) for row in session.execute(query)]
+
+    def delete_revisions(self, revision_ids: Sequence[int]) -> int:
+        """Delete revisions (sealed keys included) and their deployment rows; events stay."""
+        if not revision_ids:
+            return 0
+        with self.session() as session:
+            session.execute(delete(DeploymentRow).where(DeploymentRow.revision_id.in_(revision_ids)))
+            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                delete(RevisionRow).where(RevisionRow.id.in_(revision_ids))
+            )
+            return int(result.rowcount or 0)
 
     def open_key(self, revision: RevisionRow) -> bytes:
         return self.sealer.open(revision.key_encrypted)
