@@ -1173,20 +1173,23 @@ class Service:
         if not days:
             return []
         found = self.repository.prunable_revisions(now - timedelta(days=days))
+        pruned = [(cert_id, number) for cert_id, number, _ in found]
         if dry_run or not found:
-            return [(cert_id, number) for cert_id, number, _ in found]
-        self.repository.delete_revisions([row_id for _, _, row_id in found])
+            return pruned
         by_cert: dict[str, list[int]] = {}
-        for cert_id, number, _ in found:
+        for cert_id, number in pruned:
             by_cert.setdefault(cert_id, []).append(number)
-        for cert_id, numbers in by_cert.items():
-            listed = ", ".join(str(n) for n in numbers)
-            self.repository.record_event(
-                "pruned", f"deleted revisions {listed}: expired or failed more than {days:g} days ago",
-                certificate_id=cert_id, details={"revisions": numbers},
-            )
+        # the deletion and its events in one transaction: never one without the other
+        with self.repository.session() as session:
+            self.repository.delete_revisions(session, [row_id for _, _, row_id in found])
+            for cert_id, numbers in by_cert.items():
+                listed = ", ".join(str(n) for n in numbers)
+                self.repository.record_event(
+                    "pruned", f"deleted revisions {listed}: expired or failed more than {days:g} days ago",
+                    certificate_id=cert_id, details={"revisions": numbers}, session=session,
+                )
         log.info("pruned %d old revisions", len(found))
-        return [(cert_id, number) for cert_id, number, _ in found]
+        return pruned
 
     def outbox(self) -> Any:
         from certkeeper.outbox import Outbox

@@ -19,6 +19,7 @@ from certkeeper.errors import InputError
 MS_CSP_NAME_OID = "1.3.6.1.4.1.311.17.1"
 SCHANNEL_CSP = "Microsoft RSA SChannel Cryptographic Provider"
 
+_CSP_OID = univ.ObjectIdentifier(MS_CSP_NAME_OID)
 _KEY_BAGS = (rfc7292.id_keyBag, rfc7292.id_pkcs8ShroudedKeyBag)
 _HASHES: dict[str, tuple[hashes.HashAlgorithm, int]] = {
     "1.3.14.3.2.26": (hashes.SHA1(), 64),  # noqa: S303 - legacy PFX MAC
@@ -99,7 +100,7 @@ def _as_data(octets: bytes) -> univ.Any:
 
 def _csp_attribute(csp_name: str) -> rfc5652.Attribute:
     attribute = rfc5652.Attribute()
-    attribute["attrType"] = univ.ObjectIdentifier(MS_CSP_NAME_OID)
+    attribute["attrType"] = _CSP_OID
     attribute["attrValues"].append(univ.Any(encoder.encode(char.BMPString(csp_name))))
     return attribute
 
@@ -117,18 +118,17 @@ def _set_csp_name(pfx_der: bytes, password: bytes, csp_name: str) -> bytes:
         if info["contentType"] != rfc5652.id_data:
             continue  # encrypted data holds the certificates
         bags = _decode(_data_octets(info), rfc7292.SafeContents())
-        changed = False
+        tagged_before = tagged
         for bag in bags:
             if bag["bagId"] not in _KEY_BAGS:
                 continue
-            kept = [a for a in bag["bagAttributes"] if a["attrType"] != univ.ObjectIdentifier(MS_CSP_NAME_OID)]
+            kept = [a for a in bag["bagAttributes"] if a["attrType"] != _CSP_OID]
             attributes = bag["bagAttributes"].clone()  # an empty SET OF; the DER encoder sorts it
             for attribute in [*kept, _csp_attribute(csp_name)]:
                 attributes.append(attribute)
             bag["bagAttributes"] = attributes
             tagged += 1
-            changed = True
-        if changed:
+        if tagged > tagged_before:
             info["content"] = _as_data(encoder.encode(bags))
     if not tagged:
         raise InputError("PFX: no private key bag found")

@@ -415,16 +415,10 @@ class Repository:
         with self.session() as session:
             return [(row[0], row[1], row[2]) for row in session.execute(query)]
 
-    def delete_revisions(self, revision_ids: Sequence[int]) -> int:
+    def delete_revisions(self, session: Session, revision_ids: Sequence[int]) -> None:
         """Delete revisions (sealed keys included) and their deployment rows; events stay."""
-        if not revision_ids:
-            return 0
-        with self.session() as session:
-            session.execute(delete(DeploymentRow).where(DeploymentRow.revision_id.in_(revision_ids)))
-            result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-                delete(RevisionRow).where(RevisionRow.id.in_(revision_ids))
-            )
-            return int(result.rowcount or 0)
+        session.execute(delete(DeploymentRow).where(DeploymentRow.revision_id.in_(revision_ids)))
+        session.execute(delete(RevisionRow).where(RevisionRow.id.in_(revision_ids)))
 
     def open_key(self, revision: RevisionRow) -> bytes:
         return self.sealer.open(revision.key_encrypted)
