@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from certkeeper import names as hostnames
+from certkeeper import hostnames
 from certkeeper.binders import Binder
 from certkeeper.clock import Clock, SystemClock
 from certkeeper.config import Config
@@ -196,7 +196,7 @@ class Service:
         node: str | None = None,
     ) -> Service:
         """Open the store named by ``config``: create the data dir and key if allowed, migrate."""
-        from certkeeper.secrets import load_sealer
+        from certkeeper.sealing import load_sealer
         from certkeeper.store import db
 
         if create and not config.settings.store.url:
@@ -725,8 +725,8 @@ class Service:
         self, cert_id: str, *, fmt: str, out: Path, password: bytes | None = None, encryption: str = "aes256"
     ) -> None:
         """Write the current revision to ``out`` atomically, mode 0600."""
-        from certkeeper.fsutil import atomic_write
-        from certkeeper.pki import pfx
+        from certkeeper.atomicfile import atomic_write
+        from certkeeper.pki.pkcs12 import build as pfx
 
         bundle = self.bundle(cert_id)
         if fmt == "pem":

@@ -50,15 +50,6 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from certkeeper.binders import probe
-from certkeeper.binders._windows import (
-    InstalledMarkers,
-    Prober,
-    RunnerOptions,
-    default_prober,
-    make_pfx,
-    runner_factory,
-    thumbprint,
-)
 from certkeeper.binders.powershell import (
     SWITCH,
     Command,
@@ -66,6 +57,15 @@ from certkeeper.binders.powershell import (
     PowerShellError,
     Runner,
     SecureString,
+)
+from certkeeper.binders.windows import (
+    InstalledMarkers,
+    Prober,
+    RunnerOptions,
+    default_prober,
+    make_pfx,
+    runner_factory,
+    thumbprint,
 )
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError

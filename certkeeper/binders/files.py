@@ -26,8 +26,9 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from certkeeper.atomicfile import atomic_write
 from certkeeper.binders import probe
-from certkeeper.binders._files import (
+from certkeeper.binders.snapshots import (
     command_argv,
     restore_snapshot,
     run_command,
@@ -35,9 +36,8 @@ from certkeeper.binders._files import (
 )
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError
-from certkeeper.fsutil import atomic_write
 from certkeeper.model import Bundle, Verification
-from certkeeper.pki.pfx import build_pfx
+from certkeeper.pki.pkcs12.build import build_pfx
 from certkeeper.plugins import PluginContext
 
 log = logging.getLogger(__name__)

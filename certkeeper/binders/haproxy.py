@@ -26,11 +26,11 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from certkeeper.atomicfile import atomic_write
 from certkeeper.binders import probe
-from certkeeper.binders._files import restore_snapshot, take_snapshot
+from certkeeper.binders.snapshots import restore_snapshot, take_snapshot
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError
-from certkeeper.fsutil import atomic_write
 from certkeeper.model import Bundle, Verification
 from certkeeper.plugins import PluginContext
 

@@ -36,7 +36,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from certkeeper.binders import probe
-from certkeeper.binders._windows import (
+from certkeeper.binders.powershell import Command, PowerShellError, Runner, SecureString
+from certkeeper.binders.windows import (
     InstalledMarkers,
     Prober,
     RunnerOptions,
@@ -45,7 +46,6 @@ from certkeeper.binders._windows import (
     runner_factory,
     thumbprint,
 )
-from certkeeper.binders.powershell import Command, PowerShellError, Runner, SecureString
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError
 from certkeeper.model import Bundle, Verification

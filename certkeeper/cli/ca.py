@@ -48,7 +48,7 @@ def init_(ctx: click.Context, name: str, force: bool) -> None:
 @click.pass_context
 def export(ctx: click.Context, name: str, out_path: Path, chain: bool) -> None:
     """Write the root certificate (PEM) for clients' trust stores (Group Policy, Intune, ...)."""
-    from certkeeper.fsutil import atomic_write
+    from certkeeper.atomicfile import atomic_write
 
     _service, issuer = _internal(ctx, name)
     if not issuer.is_initialized():

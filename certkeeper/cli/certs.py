@@ -128,7 +128,7 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
         return
     out = console()
     out.print(f"[bold]{data['id']}[/bold]  {data['health']}: {data['reason']}")
-    from certkeeper.names import to_unicode
+    from certkeeper.hostnames import to_unicode
 
     shown = [name if to_unicode(name) == name else f"{name} ({to_unicode(name)})" for name in data["names"]]
     out.print(f"  names:   {', '.join(shown)}")
@@ -166,7 +166,7 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
 
     PEM holds the leaf, the chain and the key. PFX is encrypted with a password.
     """
-    from certkeeper.pki.pfx import generate_password
+    from certkeeper.pki.pkcs12.build import generate_password
 
     service = open_service(ctx)
     password: bytes | None = None

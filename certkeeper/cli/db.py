@@ -98,7 +98,7 @@ def rotate(ctx: click.Context) -> None:
     import os
 
     from certkeeper.errors import SecretKeyError
-    from certkeeper.secrets import Sealer, generate_key, read_key_file, write_key_file
+    from certkeeper.sealing import Sealer, generate_key, read_key_file, write_key_file
     from certkeeper.service import Service
 
     config = load_config(ctx)

@@ -64,7 +64,7 @@ metrics_address = "127.0.0.1:9464"
 def init(ctx: click.Context, force: bool) -> None:
     """Write a commented example config, create the data dir and secret key, migrate the store."""
     from certkeeper import config as config_module
-    from certkeeper.fsutil import atomic_write
+    from certkeeper.atomicfile import atomic_write
     from certkeeper.service import Service
 
     obj = ctx.find_root().obj or {}

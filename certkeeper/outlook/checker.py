@@ -40,7 +40,8 @@ from cryptography.x509.oid import NameOID
 from certkeeper.binders import probe
 from certkeeper.clock import Clock, SystemClock
 from certkeeper.errors import InputError
-from certkeeper.outlook._names import covers, normalize
+from certkeeper.hostnames import covers
+from certkeeper.hostnames import fold as normalize
 from certkeeper.outlook.planner import principal_host
 
 GREEN_DAYS = 60  # HealthChecker: green from 60 days, yellow 30-59, red below 30

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from certkeeper.errors import InvalidName
+from certkeeper.hostnames import covers, is_internal
+from certkeeper.hostnames import fold as normalize
 from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
-from certkeeper.outlook._names import covers, is_internal, normalize
 
 Severity = Literal["error", "warning", "info"]
 

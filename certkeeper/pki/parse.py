@@ -19,7 +19,7 @@ from certkeeper.errors import InputError
 from certkeeper.pki.chain import order_chain
 from certkeeper.pki.fingerprint import sha1_thumbprint, sha256_fingerprint
 from certkeeper.pki.keys import PrivateKey, describe_key, load_private_key, public_key_der
-from certkeeper.pki.pkcs12_cost import iteration_counts
+from certkeeper.pki.pkcs12.structure import iteration_counts
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)\n?-----END ([A-Z0-9 ]+)-----", re.DOTALL)
@@ -227,7 +227,7 @@ def load_pfx(
             key inside, a key that matches no certificate, an unsupported key type, absurd
             iteration counts.
 
-    The PBKDF/MAC iteration counts are read first (:mod:`certkeeper.pki.pkcs12_cost`) so a file
+    The PBKDF/MAC iteration counts are read first (:mod:`certkeeper.pki.pkcs12.structure`) so a file
     declaring billions of iterations is refused before OpenSSL spends minutes deriving keys. On a
     cryptography without ``cryptography.hazmat.asn1`` the counts cannot be read and are not capped.
     """

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from certkeeper.clock import Clock
 from certkeeper.errors import NotFound
 from certkeeper.model import RevisionState
-from certkeeper.secrets import Sealer
+from certkeeper.sealing import Sealer
 from certkeeper.store.schema import (
     CertificateRow,
     DeploymentRow,

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from certkeeper.binders._pfx import SCHANNEL_CSP
-from certkeeper.binders._windows import thumbprint
 from certkeeper.binders.exchange import ExchangeBinder, ExchangeServer
 from certkeeper.binders.powershell import Command, ExchangeVersion, RecordingRunner, SecureString
+from certkeeper.binders.windows import thumbprint
 from certkeeper.errors import BindError, ConfigError, VerifyError
 from certkeeper.model import Bundle, EndpointCheck, Verification
+from certkeeper.pki.pkcs12.structure import SCHANNEL_CSP
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.gateways import TestPKI
 

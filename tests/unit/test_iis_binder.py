@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from certkeeper.binders._windows import thumbprint
 from certkeeper.binders.iis import IMPORT_PFX_SCRIPT, SET_BINDING_SCRIPT, IisBinder, IisBinding
 from certkeeper.binders.powershell import Command, RecordingRunner, SecureString
+from certkeeper.binders.windows import thumbprint
 from certkeeper.errors import BindError, ConfigError, VerifyError
 from certkeeper.model import Bundle, EndpointCheck, Verification
 from certkeeper.plugins import MemoryState, PluginContext

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from certkeeper.errors import InvalidName
+from certkeeper.hostnames import covers, is_internal
 from certkeeper.model import KeyType
-from certkeeper.outlook._names import covers, is_internal
 from certkeeper.outlook.planner import plan
 from tests.fixtures.core import run_cli
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from certkeeper.binders._pfx import SCHANNEL_CSP, set_csp_name
 from certkeeper.errors import InputError
-from certkeeper.pki.pfx import build_pfx
+from certkeeper.pki.pkcs12.build import build_pfx
+from certkeeper.pki.pkcs12.structure import SCHANNEL_CSP, set_csp_name
 from tests.fixtures.gateways import TestPKI
 
 

@@ -13,7 +13,7 @@ from certkeeper.errors import InputError
 from certkeeper.model import KeyType
 from certkeeper.pki.keys import generate_private_key, private_key_pem, public_key_der
 from certkeeper.pki.parse import cert_info, load_certificates, load_pfx, public_key_matches, split_bundle
-from certkeeper.pki.pfx import build_pfx
+from certkeeper.pki.pkcs12.build import build_pfx
 from tests.unit.pki_support import Issued, issue, make_ca
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
@@ -282,20 +282,18 @@ def test_messages_never_contain_key_material(issued: Issued, stranger: Issued) -
 
 
 def test_load_pfx_refuses_absurd_iteration_counts_before_deriving(issued: Issued) -> None:
-    from cryptography.hazmat import asn1
+    from pyasn1.codec.der import decoder, encoder
+    from pyasn1_modules import rfc7292
 
-    from certkeeper.pki import pkcs12_cost
+    from certkeeper.pki.pkcs12.structure import iteration_counts
 
     pfx = build_pfx(
         issued.key_pem, issued.cert_pem, b"", password=b"pw", encryption="aes256", friendly_name=None
     )
-    assert pkcs12_cost.iteration_counts(pfx) == [2048, 20000, 20000]
-    parsed = asn1.decode_der(pkcs12_cost._Pfx, pfx)
-    assert parsed.mac_data is not None
-    hostile_mac = pkcs12_cost._MacData(
-        mac=parsed.mac_data.mac, mac_salt=parsed.mac_data.mac_salt, iterations=2**31 - 1
-    )
-    hostile = asn1.encode_der(pkcs12_cost._Pfx(version=3, auth_safe=parsed.auth_safe, mac_data=hostile_mac))
+    assert iteration_counts(pfx) == [2048, 20000, 20000]
+    parsed, _ = decoder.decode(pfx, asn1Spec=rfc7292.PFX())
+    parsed["macData"]["iterations"] = 2**31 - 1
+    hostile = encoder.encode(parsed)
     started = time.monotonic()
     with pytest.raises(
         InputError, match=r"^h\.pfx: the PFX asks for 2,147,483,647 key-derivation iterations"
@@ -311,7 +309,7 @@ def test_load_pfx_refuses_absurd_iteration_counts_before_deriving(issued: Issued
 
 
 def test_iteration_counts_of_legacy_and_openssl_files(issued: Issued, tmp_path: Path) -> None:
-    from certkeeper.pki.pkcs12_cost import iteration_counts
+    from certkeeper.pki.pkcs12.structure import iteration_counts
 
     legacy = build_pfx(
         issued.key_pem, issued.cert_pem, b"", password=b"pw", encryption="legacy", friendly_name=None

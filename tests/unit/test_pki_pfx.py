@@ -11,7 +11,7 @@ from certkeeper.errors import InputError
 from certkeeper.model import KeyType
 from certkeeper.pki.keys import public_key_der
 from certkeeper.pki.parse import load_certificates, load_pfx
-from certkeeper.pki.pfx import build_pfx, generate_password
+from certkeeper.pki.pkcs12.build import build_pfx, generate_password
 from tests.unit.pki_support import Issued, issue, make_ca
 
 

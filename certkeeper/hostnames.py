@@ -54,7 +54,9 @@ from certkeeper.errors import InvalidName, InvalidNames
 __all__ = [
     "RULES",
     "covers",
+    "fold",
     "is_internal",
+    "is_ip",
     "is_wildcard",
     "normalize_name",
     "normalize_names",
@@ -265,16 +267,41 @@ def normalize_names(raw: Iterable[str], *, allow_internal: bool) -> tuple[str, .
 
 
 def is_internal(name: str) -> bool:
-    """Whether a public CA would refuse ``name`` as an internal name.
+    """Whether a public CA would refuse ``name`` as internal; never raises.
 
-    True for single-label names, names under a TLD that is not public, and ``.arpa`` names (see
-    the module docstring); a wildcard is judged by its base (``*.contoso.local`` is internal).
-
-    Raises:
-        InvalidName: ``name`` is not a valid host name at all (even for an internal CA).
+    True for single-label names, names under a TLD that is not public and ``.arpa`` names (see
+    the module docstring), and for IP addresses that are not globally routable (``10.0.0.5``); a
+    wildcard is judged by its base (``*.contoso.local`` is internal). Operator input that is not a
+    valid name is judged by its lenient form (:func:`fold`), so the Outlook planner can warn about
+    it instead of failing.
     """
-    canonical = normalize_name(name, allow_internal=True)
+    address = _ip_literal(name.strip())
+    if address is not None:
+        return not ipaddress.ip_address(address).is_global
+    try:
+        canonical = normalize_name(name, allow_internal=True)
+    except InvalidName:
+        canonical = fold(name)
     return _internal_refusal(name, canonical) is not None
+
+
+def fold(name: str) -> str:
+    """The canonical spelling of a name read from a served certificate or typed by an operator,
+    without validating it (never raises): lower-case, no trailing dot, A-labels where IDNA can
+    convert. Use :func:`normalize_name` for anything that goes into a certificate."""
+    value = name.strip().rstrip(".").lower()
+    if not value.isascii():
+        prefix = "*." if value.startswith("*.") else ""
+        try:
+            value = prefix + idna.encode(value.removeprefix("*."), uts46=True).decode()
+        except idna.IDNAError:
+            pass
+    return value
+
+
+def is_ip(name: str) -> bool:
+    """Whether ``name`` is an IPv4 or IPv6 literal (bracketed, scoped or with a trailing dot)."""
+    return _ip_literal(name.strip()) is not None
 
 
 def is_wildcard(name: str) -> bool:

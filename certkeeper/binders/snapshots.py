@@ -1,6 +1,7 @@
-"""Snapshots for rollback and reload commands, shared by the files and HAProxy binders.
+"""File snapshots for rollback, and the reload commands that follow a write; shared by the files
+and HAProxy binders.
 
-Atomic writes are :func:`certkeeper.fsutil.atomic_write`."""
+Atomic writes are :func:`certkeeper.atomicfile.atomic_write`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from certkeeper.atomicfile import atomic_write
 from certkeeper.errors import BindError
-from certkeeper.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,17 @@
-"""The legacy-CSP bag attribute Exchange needs on an imported key (see :func:`set_csp_name`).
+"""The PFX's DER structure, read and written with pyasn1 and pyasn1-modules' RFC 7292 types.
 
-PFX files themselves are built by :func:`certkeeper.pki.pfx.build_pfx`.
+Two uses, one reader:
+
+- :func:`iteration_counts`: how much key derivation opening a file would cost, read before
+  opening it. cryptography opens PKCS#12 through OpenSSL, which runs whatever PBKDF/MAC iteration
+  counts the file declares: a hostile or odd file with 2^31 iterations would tie up a CPU for
+  many minutes. Nothing is decrypted.
+- :func:`set_csp_name`: the legacy-CSP bag attribute (``1.3.6.1.4.1.311.17.1``) Exchange needs on
+  an imported key, with the MAC recomputed (RFC 7292 §4, key derivation of Appendix B.2).
+
+Structures: RFC 7292 §4 (PFX, MacData, AuthenticatedSafe, SafeBag), RFC 5652 §8 (EncryptedData),
+RFC 8018 §6.1, A.2-A.4 (PBES1, PBES2, PBKDF2 parameters), RFC 7292 Appendix C (pkcs-12PbeParams).
+PFX files are built by :func:`certkeeper.pki.pkcs12.build.build_pfx`.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from pyasn1.codec.der import decoder, encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import char, univ
 from pyasn1.type.base import Asn1Type
-from pyasn1_modules import rfc5652, rfc7292
+from pyasn1_modules import rfc5652, rfc7292, rfc8018
 
 from certkeeper.errors import InputError
 
@@ -80,6 +91,40 @@ def set_csp_name(pfx_der: bytes, password: bytes, csp_name: str = SCHANNEL_CSP) 
         raise InputError("PFX: not a DER-encoded PKCS#12 file") from None
     except (ValueError, IndexError, TypeError, UnicodeError) as exc:
         raise InputError(f"PFX: unexpected structure ({type(exc).__name__})") from None
+
+
+def iteration_counts(data: bytes) -> list[int] | None:
+    """Every iteration count ``data`` declares (the MAC's first), or None when the structure is
+    not one this reader knows (OpenSSL then decides, and refuses what it cannot read)."""
+    try:
+        pfx = _decode(data, rfc7292.PFX())
+        counts = [int(pfx["macData"]["iterations"])] if pfx["macData"].isValue else []
+        auth_safe = pfx["authSafe"]
+        if auth_safe["contentType"] != rfc5652.id_data:
+            return counts  # public-key integrity mode: no password-based derivation to bound
+        for info in _decode(_data_octets(auth_safe), rfc7292.AuthenticatedSafe()):
+            if info["contentType"] == rfc5652.id_encryptedData:
+                encrypted = _decode(bytes(info["content"]), rfc5652.EncryptedData())
+                counts.append(_algorithm_iterations(encrypted["encryptedContentInfo"]["contentEncryptionAlgorithm"]))
+            elif info["contentType"] == rfc5652.id_data:
+                for bag in _decode(_data_octets(info), rfc7292.SafeContents()):
+                    if bag["bagId"] == rfc7292.id_pkcs8ShroudedKeyBag:
+                        shrouded = _decode(bytes(bag["bagValue"]), rfc7292.EncryptedPrivateKeyInfo())
+                        counts.append(_algorithm_iterations(shrouded["encryptionAlgorithm"]))
+    except (PyAsn1Error, InputError, ValueError, TypeError, KeyError):
+        return None
+    return counts
+
+
+def _algorithm_iterations(algorithm: Any) -> int:
+    """The iteration count of a PBES2 (PBKDF2) or PBES1 / pkcs-12PbeParams algorithm identifier."""
+    parameters = bytes(algorithm["parameters"])
+    if algorithm["algorithm"] == rfc8018.id_PBES2:
+        kdf = _decode(parameters, rfc8018.PBES2_params())["keyDerivationFunc"]
+        if kdf["algorithm"] != rfc8018.id_PBKDF2:
+            raise ValueError("unknown key derivation function")
+        return int(_decode(bytes(kdf["parameters"]), rfc8018.PBKDF2_params())["iterationCount"])
+    return int(_decode(parameters, rfc7292.Pkcs_12PbeParams())["iterations"])
 
 
 def _decode(data: bytes, spec: Asn1Type) -> Any:

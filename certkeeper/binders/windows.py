@@ -1,22 +1,21 @@
-"""Pieces the Exchange and IIS binders share: runner options, the PFX, thumbprints, markers."""
+"""What the Windows binders (Exchange, IIS) share: runner options, the PFX, thumbprints, markers."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field
 
 from certkeeper.binders import probe
-from certkeeper.binders._pfx import SCHANNEL_CSP, set_csp_name
 from certkeeper.binders.powershell import ExchangeVersion, LocalRunner, RemoteRunner, Runner
 from certkeeper.errors import ConfigError
 from certkeeper.model import Bundle, Verification
-from certkeeper.pki.pfx import build_pfx
+from certkeeper.pki.fingerprint import sha1_thumbprint
+from certkeeper.pki.pkcs12.build import build_pfx
+from certkeeper.pki.pkcs12.structure import SCHANNEL_CSP, set_csp_name
 from certkeeper.plugins import StateStore
 
 #: (bundle, endpoints) -> what the endpoints serve; the default probes by TLS handshake
@@ -39,9 +38,8 @@ class RunnerOptions(BaseModel):
 
 
 def thumbprint(cert_pem: bytes) -> str:
-    """Windows' thumbprint: SHA-1 of the DER, upper-case hex (how Exchange and IIS name certs)."""
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(Encoding.DER)
-    return hashlib.sha1(der).hexdigest().upper()  # noqa: S324 - an identifier, not a security use
+    """Windows' thumbprint of a PEM certificate (how Exchange and IIS name certificates)."""
+    return sha1_thumbprint(x509.load_pem_x509_certificate(cert_pem))
 
 
 def make_pfx(

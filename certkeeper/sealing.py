@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from certkeeper.atomicfile import atomic_write
 from certkeeper.errors import SecretKeyError
-from certkeeper.fsutil import atomic_write
 
 
 class Sealer:
