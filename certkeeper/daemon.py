@@ -3,7 +3,8 @@
 It refuses to start on a store that is not at the migration head, or when another daemon already
 holds the store (SQLite) or this node's name (PostgreSQL). One daemon at a time holds the "issuer"
 lease and orders certificates; every daemon deploys and verifies its own node's bindings.
-SIGTERM/SIGINT let the running step finish, then exit 0.
+SIGTERM/SIGINT let the running step finish, then exit 0. The coordination rules are
+:mod:`certkeeper.cluster`'s; this module wires them to signals, jobs and the metrics endpoint.
 """
 
 from __future__ import annotations
@@ -11,21 +12,36 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from certkeeper import __version__
+from certkeeper.cluster import ISSUER_LEASE, default_node_name, instance_lease_name
 from certkeeper.config import Config
-from certkeeper.errors import CertkeeperError, ConcurrencyError
-from certkeeper.service import Service, default_node_name, pid_alive
+from certkeeper.errors import CertkeeperError
+from certkeeper.service import Service
+from certkeeper.store import certificates
 
 log = logging.getLogger(__name__)
 
-ISSUER_LEASE = "issuer"
+#: delivered alerts are forgotten after longer than any certificate lives (398 days under the
+#: CA/Browser Forum rules): their rows carry the dedupe keys that keep an alert from being sent twice
+DELIVERED_ALERTS_KEPT = timedelta(days=400)
+
+
+@dataclass
+class DaemonState:
+    """What the daemon knows about its own last passes (the store holds everything else)."""
+
+    issuer: bool = False
+    last_reconcile_ts: float = 0.0
+    #: certificates (and bindings) that failed in the last pass; -1 when the pass itself failed
+    last_reconcile_errors: int = 0
+    last_reconcile_ok: bool = False
 
 
 def _glibc() -> Any:
@@ -57,27 +73,23 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-
-
 class Daemon:
     def __init__(self, config: Config, *, node: str | None = None, once: bool = False) -> None:
         self.config = config
         self.settings = config.settings.daemon
         self.node = node or self.settings.node or default_node_name()
-        self.host = socket.gethostname()
-        self.holder = f"{self.host}:{os.getpid()}:{self.node}"
         self.once = once
         self.stop_event = threading.Event()
-        self.state: dict[str, Any] = {"last_reconcile_ts": 0.0, "last_reconcile_errors": 0, "issuer": False}
+        self.state = DaemonState()
         self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
         self._create_schema_in_a_child(config)
         self.service = Service.open(config, create=True, migrate=False, node=self.node)
         # a certificate being issued is leased for the daemon's lease TTL, renewed by the heartbeat:
         # if this process is killed mid-issuance, another node resumes within the TTL (not 15 minutes)
-        self.service.issue_lease_ttl = self.ttl
-        self.shared_store = self.service.repository.sessions.kw["bind"].dialect.name != "sqlite"
-        # SQLite: one daemon per store. PostgreSQL: one daemon per node name.
-        self.instance_lease = f"daemon:{self.node}" if self.shared_store else "daemon"
+        self.service.context.issue_lease_ttl = self.ttl
+        self.leases = self.service.context.leases
+        self.shared_store = self.service.store.shared
+        self.instance_lease = instance_lease_name(self.node, shared_store=self.shared_store)
 
     @staticmethod
     def _create_schema_in_a_child(config: Config) -> None:
@@ -107,42 +119,20 @@ class Daemon:
             # fall back to migrating in this process (Service.open creates an empty store's tables)
             log.warning("creating the store's tables in a child process failed: %s", done.stderr.strip()[-500:])
 
-    # -- instance lock --------------------------------------------------------------------------
-
-    def acquire_instance(self) -> None:
-        repo = self.service.repository
-        if repo.acquire_lease(self.instance_lease, self.holder, self.ttl):
-            return
-        current = repo.lease_holder(self.instance_lease)
-        if current is not None:
-            host, _, rest = current[0].partition(":")
-            pid_text = rest.split(":", 1)[0]
-            if host == self.host and pid_text.isdigit() and not pid_alive(int(pid_text)):
-                log.warning("taking over the lease of a daemon that died (pid %s)", pid_text)
-                repo.release_lease(self.instance_lease, current[0])
-                if repo.acquire_lease(self.instance_lease, self.holder, self.ttl):
-                    return
-        where = "this store" if not self.shared_store else f"node name {self.node!r}"
-        holder = current[0] if current else "another process"
-        raise ConcurrencyError(
-            f"another certkeeper daemon ({holder}) already runs on {where}; "
-            + ("SQLite stores take one daemon: use PostgreSQL for several CAS nodes" if not self.shared_store
-               else "give each node its own --node name")
-        )
+    # -- leases -----------------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        repo = self.service.repository
-        if not repo.acquire_lease(self.instance_lease, self.holder, self.ttl):
+        """Keep this daemon's leases: its instance lock, the issuer lease if held, and the
+        leases of the certificates it is issuing right now; record the node's heartbeat."""
+        if not self.leases.take(self.instance_lease, self.ttl):
             log.error("lost the daemon lease %s; stopping", self.instance_lease)
             self.stop_event.set()
             return
-        repo.heartbeat(self.node, host=self.host, version=__version__, pid=os.getpid())
-        # keep what this daemon holds alive between reconcile passes (which may be minutes apart):
-        # the issuer lease stays with one live node, and a long issuance keeps its certificate lease
-        if self.state["issuer"] and not repo.acquire_lease(ISSUER_LEASE, self.holder, self.ttl):
+        self.leases.beat(self.node, version=__version__)
+        if self.state.issuer and not self.leases.take(ISSUER_LEASE, self.ttl):
             log.warning("lost the issuer lease to another node")
-            self.state["issuer"] = False
-        self.service.extend_issue_leases(self.ttl)
+            self.state.issuer = False
+        self.leases.extend_issuing(self.ttl)
 
     def heartbeat_job(self) -> None:
         """The periodic heartbeat: a store that is briefly unreachable (a PostgreSQL restart) is a
@@ -153,43 +143,56 @@ class Daemon:
             first_line = (str(exc).splitlines() or [""])[0][:200]
             log.warning("heartbeat failed (store unreachable?): %s: %s", type(exc).__name__, first_line)
 
-    # -- jobs -------------------------------------------------------------------------------------
+    # -- jobs: one thing each ---------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        repo = self.service.repository
+        """Take or keep the issuer lease, then one pass (only the issuer orders certificates)."""
         try:
-            is_issuer = repo.acquire_lease(ISSUER_LEASE, self.holder, self.ttl)
-            if is_issuer != self.state["issuer"]:
-                log.info("%s the issuer lease", "holding" if is_issuer else "not holding")
-            self.state["issuer"] = is_issuer
+            is_issuer = self.leases.take(ISSUER_LEASE, self.ttl)
+            if is_issuer != self.state.issuer:
+                holder = None if is_issuer else self.leases.holder_of(ISSUER_LEASE)
+                log.info("%s the issuer lease%s", "holding" if is_issuer else "not holding",
+                         f" (held by {holder[0]})" if holder else "")
+            self.state.issuer = is_issuer
             report = self.service.reconcile(issue=is_issuer, deploy=True, only_due=True)
-            self.state["last_reconcile_errors"] = len(report.failed) + len(report.deploy_failed)
-            self.state["last_reconcile_ts"] = time.time()
-            self.state["last_reconcile_ok"] = report.ok
-            log.debug("reconcile pass: %d due, %d issued, %d failed", sum(d.action == "issue" for d in
-                      report.decisions), len(report.issued), len(report.failed))
+            self.state.last_reconcile_errors = len(report.failed) + len(report.deploy_failed)
+            self.state.last_reconcile_ts = time.time()
+            self.state.last_reconcile_ok = report.ok
+            log.debug("reconcile pass: %d due, %d issued, %d failed",
+                      sum(d.action == "issue" for d in report.decisions), len(report.issued), len(report.failed))
             for decision in report.decisions:
                 if decision.action == "blocked":
                     cert_id = decision.certificate_id
                     log.info("%s: %s", cert_id, decision.message, extra={"cert": cert_id})
+        except CertkeeperError as exc:
+            # the store down, a config problem: one line per pass, not a traceback per job
+            log.error("reconcile pass failed: %s", exc)
+            self.state.last_reconcile_errors = -1
         except Exception:
             log.exception("reconcile pass failed")
-            self.state["last_reconcile_errors"] = -1
-        self.deliver_alerts()
+            self.state.last_reconcile_errors = -1
         release_memory()
 
     def deliver_alerts(self) -> None:
         try:
-            self.service.deliver_alerts()
+            self.service.alerting.deliver()
+        except CertkeeperError as exc:
+            log.error("alert delivery failed: %s", exc)
         except Exception:
             log.exception("alert delivery failed")
 
     def refresh_renewal_info(self) -> None:
-        if not self.state["issuer"]:
+        if not self.state.issuer:
             return
-        for cert_id in self.service.repository.certificate_ids():
+        try:
+            with self.service.store.session() as session:
+                ids = certificates.ids(session)
+        except CertkeeperError as exc:
+            log.error("renewal information: %s", exc)
+            return
+        for cert_id in ids:
             try:
-                self.service.refresh_renewal_info(cert_id)
+                self.service.issuance.refresh_renewal_info(cert_id)
             except CertkeeperError as exc:
                 log.warning("%s: renewal information: %s", cert_id, exc, extra={"cert": cert_id})
             except Exception:
@@ -197,33 +200,46 @@ class Daemon:
 
     def verify(self) -> None:
         try:
-            self.service.verify_deployments()
+            self.service.deployment.verify_all()
+        except CertkeeperError as exc:
+            log.error("endpoint verification failed: %s", exc)
         except Exception:
             log.exception("endpoint verification failed")
 
     def digest(self) -> None:
-        if not self.state["issuer"]:
+        """The daily digest, queued by the issuer node only (one per array)."""
+        if not self.state.issuer:
             return
-        now = self.service.clock.now()
         try:
-            self.service.queue_digest(now)
-            # delivered alerts are dropped after longer than any certificate lives (398 days under the
-            # CA/B rules): their rows carry the dedupe keys that keep an alert from being sent twice
-            self.service.outbox().purge_delivered(now - timedelta(days=400))
-            self.service.prune_revisions(now)
+            self.service.alerting.queue_digest(self.service.clock.now())
         except Exception:
             log.exception("digest failed")
-        self.deliver_alerts()
+
+    def purge_alerts(self) -> None:
+        if not self.state.issuer:
+            return
+        try:
+            self.service.alerting.purge_delivered(self.service.clock.now() - DELIVERED_ALERTS_KEPT)
+        except Exception:
+            log.exception("purging delivered alerts failed")
+
+    def prune(self) -> None:
+        if not self.state.issuer:
+            return
+        try:
+            self.service.inventory.prune(self.service.clock.now())
+        except Exception:
+            log.exception("pruning old revisions failed")
 
     def health(self) -> dict[str, Any]:
-        ok = self.state.get("last_reconcile_errors", 0) != -1
+        ok = self.state.last_reconcile_errors != -1
         try:
-            self.service.repository.lease_holder(ISSUER_LEASE)
-        except Exception:  # noqa: BLE001
+            self.leases.holder_of(ISSUER_LEASE)
+        except Exception:  # noqa: BLE001 - any failure to read the store means unhealthy
             ok = False
         return {
-            "ok": ok, "node": self.node, "issuer": self.state["issuer"], "version": __version__,
-            "last_reconcile": self.state.get("last_reconcile_ts"),
+            "ok": ok, "node": self.node, "issuer": self.state.issuer, "version": __version__,
+            "last_reconcile": self.state.last_reconcile_ts,
         }
 
     # -- main loop --------------------------------------------------------------------------------
@@ -232,13 +248,14 @@ class Daemon:
         from certkeeper.scheduler import JobSpec, build_scheduler
 
         limit_malloc_arenas()
-        self.acquire_instance()
+        self.leases.acquire_instance(self.instance_lease, self.ttl, shared_store=self.shared_store, node=self.node)
         self.heartbeat()
         log.info("certkeeper %s daemon started as node %s", __version__, self.node, extra={"node": self.node})
         if self.once:
             try:
                 self.reconcile()
-                return 0 if self.state.get("last_reconcile_ok", False) else 1
+                self.deliver_alerts()
+                return 0 if self.state.last_reconcile_ok else 1
             finally:
                 self._release()
         minutes = self.settings.reconcile_minutes
@@ -246,13 +263,16 @@ class Daemon:
         jitter = max(1, int(minutes * 60 / 10))
         beat = max(2.0, self.ttl.total_seconds() / 3)
         alerts = min(30.0, minutes * 60)
+        digest_hour = self.config.settings.alerts.digest_hour
         # reconcile at once; the other interval jobs first run one interval after start
         jobs = [
             JobSpec("reconcile", self.reconcile, seconds=minutes * 60, jitter=jitter, first_run_at=now),
             JobSpec("alerts", self.deliver_alerts, seconds=alerts),
             JobSpec("renewal-info", self.refresh_renewal_info, seconds=12 * 3600, jitter=1800),
             JobSpec("verify", self.verify, seconds=3600, jitter=120),
-            JobSpec("digest", self.digest, cron_hour=self.config.settings.alerts.digest_hour, jitter=600),
+            JobSpec("digest", self.digest, cron_hour=digest_hour, jitter=600),
+            JobSpec("purge-alerts", self.purge_alerts, cron_hour=digest_hour, jitter=600),
+            JobSpec("prune", self.prune, cron_hour=digest_hour, jitter=600),
         ]
         scheduler = build_scheduler(jobs)
         server = None
@@ -294,9 +314,8 @@ class Daemon:
         self.stop_event.set()
 
     def _release(self) -> None:
-        repo = self.service.repository
         for lease in (ISSUER_LEASE, self.instance_lease):
             try:
-                repo.release_lease(lease, self.holder)
+                self.leases.release(lease)
             except Exception:  # noqa: BLE001 - the TTL frees it anyway
                 log.warning("could not release lease %s", lease)

@@ -63,6 +63,10 @@ class StoreError(CertkeeperError):
     """The certificate store cannot be used (unreachable, not migrated, locked)."""
 
 
+class StoreConflict(StoreError):
+    """A write lost a race: another process inserted the same row first (a lease, a config sync)."""
+
+
 class SchemaOutOfDate(StoreError):
     """The database is not at the migration head this version of certkeeper needs."""
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from certkeeper.service import Service
@@ -19,10 +19,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class DaemonState(Protocol):
+    """What the daemon knows of its own last pass (:class:`certkeeper.daemon.DaemonState`)."""
+
+    last_reconcile_ts: float
+    last_reconcile_errors: int
+
+
 class StoreCollector:
     """A prometheus_client collector deriving certificate metrics from the store on each scrape."""
 
-    def __init__(self, service: Service, state: dict[str, Any]) -> None:
+    def __init__(self, service: Service, state: DaemonState) -> None:
         self.service = service
         self.state = state
 
@@ -30,7 +37,8 @@ class StoreCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         from certkeeper.lifecycle.health import health
-        from certkeeper.status import facts_from_overview
+        from certkeeper.store import certificates
+        from certkeeper.store.facts import certificate_facts
 
         expiration = GaugeMetricFamily(
             "certkeeper_certificate_expiration_timestamp_seconds", "notAfter of the current revision", labels=["id"]
@@ -47,7 +55,8 @@ class StoreCollector:
         )
         now = self.service.clock.now()
         try:
-            items = self.service.repository.overview()
+            with self.service.store.session() as session:
+                items = certificates.overview(session)
         except Exception:
             log.exception("metrics: cannot read the store")
             items = []
@@ -56,7 +65,7 @@ class StoreCollector:
                 expiration.add_metric([item.id], item.not_after.timestamp())
             if item.renewal_time:
                 renewal.add_metric([item.id], item.renewal_time.timestamp())
-            state, _reason = health(facts_from_overview(item), now)
+            state, _reason = health(certificate_facts(item), now)
             for condition in ("True", "False"):
                 is_ready = state.value == "Ready"
                 ready.add_metric([item.id, condition], 1.0 if (condition == "True") == is_ready else 0.0)
@@ -68,13 +77,13 @@ class StoreCollector:
         last = GaugeMetricFamily(
             "certkeeper_last_reconcile_timestamp_seconds", "When the last reconcile pass finished"
         )
-        last.add_metric([], float(self.state.get("last_reconcile_ts", 0)))
+        last.add_metric([], float(self.state.last_reconcile_ts))
         yield last
         errors = GaugeMetricFamily("certkeeper_reconcile_errors", "Certificates that failed in the last pass")
-        errors.add_metric([], float(self.state.get("last_reconcile_errors", 0)))
+        errors.add_metric([], float(self.state.last_reconcile_errors))
         yield errors
         try:
-            pending = self.service.repository.pending_alerts()
+            pending = self.service.alerting.outbox().counts()["pending"]
         except Exception:  # noqa: BLE001
             pending = 0
         alerts = GaugeMetricFamily("certkeeper_alerts_pending", "Alerts waiting in the outbox")
@@ -82,7 +91,7 @@ class StoreCollector:
         yield alerts
 
 
-def serve(address: str, service: Service, state: dict[str, Any], health: Callable[[], dict[str, Any]]) -> Any:
+def serve(address: str, service: Service, state: DaemonState, health: Callable[[], dict[str, Any]]) -> Any:
     """Start the metrics/health HTTP server in a thread; returns the server (call shutdown())."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 

@@ -39,6 +39,19 @@ class RevisionState(StrEnum):
     FAILED = "failed"
 
 
+class DeploymentState(StrEnum):
+    """Where one revision stands on one binding of one node (stored in ``deployments.state``)."""
+
+    DEPLOYING = "deploying"  # the binder is at work (or the process died while it was)
+    DEPLOYED = "deployed"  # deployed; the binding has no endpoint to prove it
+    VERIFIED = "verified"  # deployed, and a TLS handshake saw it served
+    FAILED = "failed"  # deploy or verification failed; the previous revision was put back
+
+
+#: states in which a revision counts as served on its binding
+SERVED_STATES = frozenset({DeploymentState.DEPLOYED, DeploymentState.VERIFIED})
+
+
 class Health(StrEnum):
     """Derived from stored facts, never stored."""
 

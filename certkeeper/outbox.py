@@ -29,16 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
-
-from certkeeper.clock import Clock
-from certkeeper.errors import NotifyError
+from certkeeper.errors import NotifyError, StoreConflict
 from certkeeper.model import Event
-from certkeeper.notifiers import Notifier
+from certkeeper.notifiers import Notifier, SupportsPacing
 from certkeeper.notifiers.render import from_json, to_json
-from certkeeper.store.schema import OutboxRow
+from certkeeper.store import alerts
+from certkeeper.store.unit import Store
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +95,19 @@ class PendingAlert:
 
 class Outbox:
     """The alert queue over the store. ``sleep``/``monotonic`` are the pacing clock (tests may
-    pass their own); everything that is stored uses ``now`` from ``clock`` or the caller."""
+    pass their own); everything that is stored uses ``now`` from the store's clock or the caller."""
 
     def __init__(
         self,
-        session_factory: sessionmaker[Session],
-        clock: Clock,
+        store: Store,
         *,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         max_attempts: int = MAX_ATTEMPTS,
         max_age: timedelta = MAX_AGE,
     ) -> None:
-        self.session_factory = session_factory
-        self.clock = clock
+        self.store = store
+        self.clock = store.clock
         self.sleep = sleep
         self.monotonic = monotonic
         self.max_attempts = max_attempts
@@ -133,34 +128,17 @@ class Outbox:
         payload = to_json(event)
         added = 0
         for notifier in dict.fromkeys(notifiers):  # keep order, drop repeats
-            with self.session_factory() as session:
-                exists = session.scalar(
-                    select(OutboxRow.id).where(
-                        OutboxRow.notifier == notifier, OutboxRow.dedupe_key == dedupe_key
+            try:
+                with self.store.session() as session:
+                    if alerts.exists(session, notifier, dedupe_key):
+                        continue
+                    alerts.add(
+                        session, notifier=notifier, dedupe_key=dedupe_key, kind=event.kind.value,
+                        certificate_id=event.certificate_id, payload=payload, now=now,
                     )
-                )
-                if exists is not None:
-                    continue
-                session.add(
-                    OutboxRow(
-                        notifier=notifier,
-                        dedupe_key=dedupe_key,
-                        kind=event.kind.value,
-                        certificate_id=event.certificate_id,
-                        payload=payload,
-                        created_at=now,
-                        attempts=0,
-                        next_attempt_at=now,
-                        dead=False,
-                    )
-                )
-                try:
-                    session.commit()
-                except IntegrityError:
-                    # Another process queued the same alert between our check and insert.
-                    session.rollback()
-                    continue
-                added += 1
+            except StoreConflict:
+                continue  # another process queued the same alert between our check and insert
+            added += 1
         if added:
             log.info("queued %s alert for %d notifier(s)", event.kind.value, added,
                      extra={"cert": event.certificate_id})
@@ -173,19 +151,9 @@ class Outbox:
         now = now or self.clock.now()
         report = DeliveryReport()
         known = list(notifiers)
-        waiting = (OutboxRow.delivered_at.is_(None), OutboxRow.dead.is_(False), OutboxRow.next_attempt_at <= now)
-        with self.session_factory() as session:
-            due = session.execute(
-                select(OutboxRow.id, OutboxRow.notifier, OutboxRow.next_attempt_at)
-                .where(*waiting, OutboxRow.notifier.in_(known))
-                .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
-                .limit(BATCH * 4)
-            ).all()
-            orphans = session.execute(
-                select(OutboxRow.id, OutboxRow.notifier, OutboxRow.created_at)
-                .where(*waiting, OutboxRow.notifier.not_in(known))
-                .order_by(OutboxRow.id)
-            ).all()
+        with self.store.session() as session:
+            due = alerts.due(session, now, known, BATCH * 4)
+            orphans = alerts.orphans(session, now, known)
         # Alerts for a notifier that is no longer configured wait (the config may come back),
         # then die of old age like any other.
         for row_id, notifier_name, created_at in orphans:
@@ -216,25 +184,11 @@ class Outbox:
         return report
 
     def _claim(self, row_id: int, next_attempt_at: datetime, now: datetime) -> bool:
-        with self.session_factory() as session:
-            result = session.execute(
-                update(OutboxRow)
-                .where(
-                    and_(
-                        OutboxRow.id == row_id,
-                        OutboxRow.delivered_at.is_(None),
-                        OutboxRow.dead.is_(False),
-                        OutboxRow.next_attempt_at == next_attempt_at,
-                    )
-                )
-                .values(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS))
-                .execution_options(synchronize_session=False)
-            )
-            session.commit()
-            return bool(getattr(result, "rowcount", 0) == 1)
+        with self.store.session() as session:
+            return alerts.claim(session, row_id, next_attempt_at, now + timedelta(seconds=CLAIM_SECONDS))
 
     def _pace(self, notifier: Notifier) -> None:
-        interval = float(getattr(notifier, "min_interval", 0.0) or 0.0)
+        interval = notifier.min_interval if isinstance(notifier, SupportsPacing) else 0.0
         if interval <= 0:
             return
         last = self._last_sent.get(notifier.name)
@@ -245,8 +199,8 @@ class Outbox:
 
     def _deliver_one(self, row_id: int, notifier: Notifier, now: datetime) -> str:
         # No transaction stays open while the notifier talks to the network.
-        with self.session_factory() as session:
-            row = session.get(OutboxRow, row_id)
+        with self.store.session() as session:
+            row = alerts.get(session, row_id)
             if row is None:
                 return "deferred"
             payload = row.payload
@@ -272,14 +226,13 @@ class Outbox:
                                         permanent=False)
         finally:
             self._last_sent[notifier.name] = self.monotonic()
-        with self.session_factory() as session:
-            row = session.get(OutboxRow, row_id)
+        with self.store.session() as session:
+            row = alerts.get(session, row_id)
             if row is None:
                 return "delivered"
             row.delivered_at = now
             row.attempts += 1
             row.last_error = None
-            session.commit()
             log.info("delivered %s alert via %s", row.kind, notifier.name,
                      extra={"cert": row.certificate_id, "notifier": notifier.name})
         return "delivered"
@@ -293,8 +246,8 @@ class Outbox:
         permanent: bool,
         retry_after: float | None = None,
     ) -> str:
-        with self.session_factory() as session:
-            row = session.get(OutboxRow, row_id)
+        with self.store.session() as session:
+            row = alerts.get(session, row_id)
             if row is None:
                 return "dead"
             row.attempts += 1
@@ -304,7 +257,6 @@ class Outbox:
             if permanent or too_many or too_old:
                 row.dead = True
                 row.next_attempt_at = now
-                session.commit()
                 why = "a permanent error" if permanent else ("too many attempts" if too_many else "too old")
                 log.error("giving up on %s alert via %s (%s): %s", row.kind, row.notifier, why,
                           row.last_error, extra={"cert": row.certificate_id, "notifier": row.notifier})
@@ -313,32 +265,25 @@ class Outbox:
             if retry_after is not None and retry_after > 0:
                 wait = max(wait, timedelta(seconds=retry_after))
             row.next_attempt_at = now + wait
-            session.commit()
             log.warning("%s alert via %s failed (attempt %d), retrying at %s: %s", row.kind, row.notifier,
                         row.attempts, row.next_attempt_at.isoformat(), row.last_error,
                         extra={"cert": row.certificate_id, "notifier": row.notifier})
             return "retrying"
 
     def _mark_dead(self, row_id: int, now: datetime, error: str) -> None:
-        with self.session_factory() as session:
-            row = session.get(OutboxRow, row_id)
+        with self.store.session() as session:
+            row = alerts.get(session, row_id)
             if row is not None and row.delivered_at is None:
                 row.dead = True
                 row.last_error = error
-                session.commit()
                 log.error("giving up on %s alert: %s", row.kind, error, extra={"cert": row.certificate_id})
 
     # --- reading ---------------------------------------------------------------------------------
 
     def pending(self, *, include_dead: bool = True, certificate_id: str | None = None) -> list[PendingAlert]:
         """Undelivered alerts (waiting or retrying, and dead ones unless ``include_dead`` is False)."""
-        query = select(OutboxRow).where(OutboxRow.delivered_at.is_(None))
-        if not include_dead:
-            query = query.where(OutboxRow.dead.is_(False))
-        if certificate_id is not None:
-            query = query.where(OutboxRow.certificate_id == certificate_id)
-        with self.session_factory() as session:
-            rows = session.scalars(query.order_by(OutboxRow.created_at, OutboxRow.id)).all()
+        with self.store.session() as session:
+            rows = alerts.undelivered(session, include_dead=include_dead, certificate_id=certificate_id)
             return [
                 PendingAlert(
                     id=row.id, notifier=row.notifier, kind=row.kind, certificate_id=row.certificate_id,
@@ -350,24 +295,11 @@ class Outbox:
 
     def counts(self) -> dict[str, int]:
         """{"pending": n, "dead": n, "delivered": n} for status and metrics."""
-        count = select(func.count(OutboxRow.id))
-        undelivered = OutboxRow.delivered_at.is_(None)
-        with self.session_factory() as session:
-            return {
-                "pending": session.scalar(count.where(undelivered, OutboxRow.dead.is_(False))) or 0,
-                "dead": session.scalar(count.where(undelivered, OutboxRow.dead.is_(True))) or 0,
-                "delivered": session.scalar(count.where(OutboxRow.delivered_at.is_not(None))) or 0,
-            }
+        with self.store.session() as session:
+            return alerts.counts(session)
 
     def purge_delivered(self, older_than: datetime) -> int:
         """Delete delivered rows created before ``older_than``; their dedupe keys are forgotten,
         so use a horizon longer than any certificate's lifetime (e.g. 400 days)."""
-        with self.session_factory() as session:
-            result = session.execute(
-                delete(OutboxRow).where(
-                    OutboxRow.delivered_at.is_not(None), OutboxRow.created_at < older_than
-                )
-            )
-            session.commit()
-            return int(getattr(result, "rowcount", 0) or 0)
-
+        with self.store.session() as session:
+            return alerts.purge_delivered(session, older_than)

@@ -1,8 +1,11 @@
-"""What every plugin receives, and the explicit registries of built-in plugins.
+"""What every plugin receives, and how a plugin class is found from its ``type``.
 
-Registries map a ``type`` string from the config to ``"module:Class"``; the module is imported only
-when a plugin of that type is built, so ``certkeeper --help`` stays fast. Nothing registers itself
-as an import side effect: to add a plugin, add a line here.
+Each role package keeps the explicit registry of its built-in plugins (``ISSUERS`` in
+:mod:`certkeeper.issuers`, ``BINDERS`` in :mod:`certkeeper.binders`, ``NOTIFIERS`` in
+:mod:`certkeeper.notifiers`): a ``type`` string from the config mapped to ``"module:Class"``. The
+module is imported only when a plugin of that type is built, so ``certkeeper --help`` stays fast.
+Nothing registers itself as an import side effect: to add a plugin, add a line there, and a
+conformance line (``_: type[Issuer] = MyIssuer``) in its module so mypy checks it fits its role.
 """
 
 from __future__ import annotations
@@ -66,34 +69,20 @@ class PluginContext:
     resolve_secret: Callable[[str], str] = _no_secrets
 
 
-ISSUERS: Mapping[str, str] = {
-    "internal-ca": "certkeeper.issuers.internal_ca:InternalCA",
-    "acme": "certkeeper.issuers.acme.issuer:AcmeIssuer",
-    "adcs": "certkeeper.issuers.adcs:AdcsIssuer",
-}
+def load_plugin(registry: Mapping[str, str], kind: str, what: str) -> Any:
+    """Import the class registered for ``kind`` in ``registry`` (``"module:Class"``).
 
-BINDERS: Mapping[str, str] = {
-    "files": "certkeeper.binders.files:FilesBinder",
-    "haproxy": "certkeeper.binders.haproxy:HaproxyBinder",
-    "iis": "certkeeper.binders.iis:IisBinder",
-    "exchange": "certkeeper.binders.exchange:ExchangeBinder",
-}
+    The role packages wrap this in typed loaders (:func:`certkeeper.issuers.load_issuer`,
+    :func:`certkeeper.binders.load_binder`, :func:`certkeeper.notifiers.load_notifier`), whose
+    registries are the explicit lists of built-in plugins.
 
-NOTIFIERS: Mapping[str, str] = {
-    "email": "certkeeper.notifiers.email:EmailNotifier",
-    "slack": "certkeeper.notifiers.slack:SlackNotifier",
-    "webhook": "certkeeper.notifiers.webhook:WebhookNotifier",
-    "teams": "certkeeper.notifiers.teams:TeamsNotifier",
-}
-
-
-def load_class(registry: Mapping[str, str], kind: str, what: str) -> Any:
-    """Import the class registered for ``kind``; a clear ConfigError if there is none."""
+    Raises:
+        ConfigError: no plugin of that type (the message lists the known ones).
+    """
     try:
         target = registry[kind]
     except KeyError:
         known = ", ".join(sorted(registry))
         raise ConfigError(f"unknown {what} type {kind!r} (known: {known})") from None
     module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)
+    return getattr(importlib.import_module(module_name), class_name)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, cast, runtime_checkable
 
 from certkeeper.model import Bundle, Verification
-from certkeeper.plugins import PluginContext
+from certkeeper.plugins import PluginContext, load_plugin
 
 
 @runtime_checkable
@@ -28,3 +28,17 @@ class Binder(Protocol):
     def verify(self, bundle: Bundle) -> Verification: ...
 
     def retire(self, previous: Bundle, current: Bundle) -> None: ...
+
+
+#: the built-in binders: config ``type`` -> "module:Class"
+BINDERS: Mapping[str, str] = {
+    "files": "certkeeper.binders.files:FilesBinder",
+    "haproxy": "certkeeper.binders.haproxy:HaproxyBinder",
+    "iis": "certkeeper.binders.iis:IisBinder",
+    "exchange": "certkeeper.binders.exchange:ExchangeBinder",
+}
+
+
+def load_binder(kind: str) -> type[Binder]:
+    """The binder class for a binding ``type``; ConfigError names the known types."""
+    return cast("type[Binder]", load_plugin(BINDERS, kind, "binding"))

@@ -9,7 +9,7 @@ import click
 from certkeeper.cli.common import console, open_service, print_json
 
 if TYPE_CHECKING:
-    from certkeeper.issuers.acme.issuer import AcmeIssuer
+    from certkeeper.issuers import SupportsAccounts
 
 
 @click.group()
@@ -17,13 +17,13 @@ def account() -> None:
     """ACME accounts: one per issuer (directory and contact); the key is stored encrypted."""
 
 
-def _acme(ctx: click.Context, name: str) -> AcmeIssuer:
+def _acme(ctx: click.Context, name: str) -> SupportsAccounts:
     from certkeeper.errors import ConfigError
-    from certkeeper.issuers.acme.issuer import AcmeIssuer
+    from certkeeper.issuers import SupportsAccounts
 
     service = open_service(ctx, sync=False)
-    issuer = service.issuer(name)
-    if not isinstance(issuer, AcmeIssuer):
+    issuer = service.context.issuer(name)
+    if not isinstance(issuer, SupportsAccounts):
         raise ConfigError(f"issuer {name!r} is not an ACME issuer (type acme)")
     return issuer
 

@@ -19,7 +19,7 @@ def _internal(ctx: click.Context, name: str):  # type: ignore[no-untyped-def]
     from certkeeper.issuers.internal_ca import InternalCA
 
     service = open_service(ctx, sync=False)
-    issuer = service.issuer(name)
+    issuer = service.context.issuer(name)
     if not isinstance(issuer, InternalCA):
         raise ConfigError(f"issuer {name!r} is not a built-in CA (type internal-ca)")
     return service, issuer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -35,8 +36,6 @@ def issue(ctx: click.Context, names: tuple[str, ...], cert_id: str | None, issue
     import sys
 
     service = open_service(ctx)
-    if not names:
-        names = service.default_names()
     key = KeyType(key_type) if key_type else None
     stream = sys.stderr if as_json else sys.stdout
     if stream.isatty():
@@ -47,10 +46,10 @@ def issue(ctx: click.Context, names: tuple[str, ...], cert_id: str | None, issue
                 status.update(step)
                 out.print(f"  [dim]{step}[/dim]")
 
-            outcome = service.issue(names, cert_id=cert_id, issuer=issuer, key_type=key, progress=progress)
+            outcome = service.issuance.issue(names, cert_id=cert_id, issuer=issuer, key_type=key, progress=progress)
     else:
         # a script or a log: plain lines, and no rich import on this path
-        outcome = service.issue(
+        outcome = service.issuance.issue(
             names, cert_id=cert_id, issuer=issuer, key_type=key,
             progress=lambda step: click.echo(f"  {step}", err=as_json),
         )
@@ -72,17 +71,21 @@ def issue(ctx: click.Context, names: tuple[str, ...], cert_id: str | None, issue
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List managed certificates: names, issuer, expiry, renewal time and health."""
     from certkeeper.lifecycle.health import health
-    from certkeeper.status import facts_from_overview
+    from certkeeper.store import certificates
+    from certkeeper.store.facts import certificate_facts
 
     service = open_service(ctx)
     now = service.clock.now()
-    rows = []
-    for item in service.repository.overview():
-        state, reason = health(facts_from_overview(item), now)
+    rows: list[dict[str, Any]] = []
+    with service.store.session() as session:
+        items = certificates.overview(session)
+    for item in items:
+        state, reason = health(certificate_facts(item), now)
         rows.append({
             "id": item.id, "names": list(item.names), "issuer": item.issuer, "not_after": item.not_after,
             "days_left": days_left(item.not_after, now), "renewal_time": item.renewal_time,
             "health": state.value, "reason": reason, "serial": item.serial, "revision": item.revision,
+            "in_config": item.source != "unconfigured",
         })
     if as_json:
         print_json(rows)
@@ -96,16 +99,19 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         ["ID", "NAMES", "ISSUER", "NOT AFTER", "DAYS", "RENEWS", "HEALTH"],
         [
             [
-                str(row["id"]), ",".join(row["names"]), str(row["issuer"]),  # type: ignore[arg-type]
-                fmt_time(row["not_after"]),  # type: ignore[arg-type]
+                str(row["id"]), ",".join(row["names"]), str(row["issuer"]),
+                fmt_time(row["not_after"]),
                 "-" if row["days_left"] is None else f"{row['days_left']:.0f}",
-                fmt_time(row["renewal_time"]),  # type: ignore[arg-type]
+                fmt_time(row["renewal_time"]),
                 str(row["health"]),
             ]
             for row in rows
         ],
         styles={6: colours},
     )
+    dropped = [str(row["id"]) for row in rows if not row["in_config"]]
+    if dropped:
+        click.echo(f"Not in the config any more (kept in the store, no longer deployed): {', '.join(dropped)}")
 
 
 @click.command()
@@ -115,14 +121,14 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
     """Show one certificate: spec, revisions, deployments and recent events."""
-    from certkeeper.status import describe_certificate
+    from certkeeper.reports import describe_certificate
 
     service = open_service(ctx)
     if pem:
-        bundle = service.bundle(cert_id)
+        bundle = service.inventory.bundle(cert_id)
         click.echo((bundle.cert_pem + bundle.chain_pem).decode(), nl=False)
         return
-    data = describe_certificate(service, cert_id)
+    data = describe_certificate(service.store, service.clock.now(), cert_id)
     if as_json:
         print_json(data)
         return
@@ -176,7 +182,7 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
             password = password_file.read_bytes().rstrip(b"\r\n")
         else:
             password, generated = generate_password().encode(), True
-    service.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
+    service.inventory.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
     out = console()
     out.print(f"Wrote {out_path} ({fmt}{', ' + pfx_encryption if fmt == 'pfx' else ''}, mode 0600)")
     if generated and password is not None:
@@ -196,7 +202,9 @@ def import_(ctx: click.Context, file: Path, password_file: Path | None, cert_id:
     """Bring an existing PEM or PFX (e.g. the Exchange certificate in use today) under management."""
     service = open_service(ctx)
     password = password_file.read_bytes().rstrip(b"\r\n") if password_file else None
-    outcome = service.import_file(file.read_bytes(), what=str(file), password=password, cert_id=cert_id, issuer=issuer)
+    outcome = service.inventory.import_file(
+        file.read_bytes(), what=str(file), password=password, cert_id=cert_id, issuer=issuer
+    )
     if as_json:
         print_json(_outcome_dict(outcome))
         return
@@ -216,5 +224,5 @@ def remove(ctx: click.Context, cert_id: str, yes: bool) -> None:
     service = open_service(ctx)
     if not yes:
         click.confirm(f"Delete {cert_id} and all its stored keys?", abort=True)
-    service.remove(cert_id)
+    service.inventory.remove(cert_id)
     console().print(f"Removed {cert_id}")

@@ -29,7 +29,7 @@ def open_service(ctx: click.Context, *, create: bool = True, sync: bool = True) 
 
     service = Service.open(load_config(ctx), create=create)
     if sync:
-        service.sync_config()
+        service.specs.sync_config()
     return service
 
 

@@ -75,10 +75,10 @@ def prune(ctx: click.Context, dry_run: bool) -> None:
     if not days:
         console().print("revision_retention_days = 0: every revision is kept")
         return
-    found = service.prune_revisions(service.clock.now(), dry_run=dry_run)
+    found = service.inventory.prune(service.clock.now(), dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    for cert_id, number in found:
-        console().print(f"{verb} {cert_id} revision {number}", highlight=False)
+    for item in found:
+        console().print(f"{verb} {item.certificate_id} revision {item.number}", highlight=False)
     console().print(f"{len(found)} revisions {verb} (retention {days:g} days)", highlight=False)
 
 
@@ -103,17 +103,16 @@ def rotate(ctx: click.Context) -> None:
 
     config = load_config(ctx)
     service = Service.open(config, create=False)
-    old_keys = service.repository.sealer.keys
+    old_keys = service.store.sealer.keys
     new_key = generate_key()
     from_env = bool(os.environ.get("CERTKEEPER_SECRET_KEY"))
     if not from_env:
         if read_key_file(config.secret_key_file) != old_keys:
             raise SecretKeyError(f"{config.secret_key_file} changed while rotating; nothing done")
         write_key_file(config.secret_key_file, [new_key, *old_keys])
-    count = service.repository.reseal_all(Sealer([new_key, *old_keys]))
+    count = service.inventory.reseal(Sealer([new_key, *old_keys]))
     if not from_env:
         write_key_file(config.secret_key_file, [new_key])
-    service.repository.record_event("keys_rotated", f"{count} secrets re-encrypted under a new key")
     out = console()
     out.print(f"Re-encrypted {count} stored secrets under a new key.")
     if from_env:

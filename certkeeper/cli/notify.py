@@ -34,7 +34,7 @@ def test(ctx: click.Context, name: str | None) -> None:
     """
     from certkeeper.errors import CertkeeperError, ConfigError, NotFound, NotifyError
     from certkeeper.model import Event, EventKind
-    from certkeeper.plugins import NOTIFIERS, load_class
+    from certkeeper.notifiers import load_notifier
 
     service = open_service(ctx, sync=False)
     tables = service.config.settings.notifiers
@@ -54,8 +54,8 @@ def test(ctx: click.Context, name: str | None) -> None:
             "If you can read this, alerts reach you.",
         )
         try:
-            cls = load_class(NOTIFIERS, table.type, "notifier")
-            notifier = cls.from_options(notifier_name, table.options(), service.plugin_context(
+            cls = load_notifier(table.type)
+            notifier = cls.from_options(notifier_name, table.options(), service.context.plugin_context(
                 f"notifier:{notifier_name}"))
             notifier.notify(event)
         except (NotifyError, ConfigError) as exc:

@@ -28,7 +28,7 @@ def renew(ctx: click.Context, cert_ids: tuple[str, ...], all_: bool, force: bool
     service = open_service(ctx, sync=not dry_run)
     if force and cert_ids and not dry_run:
         for cert_id in cert_ids:
-            service.clear_rejection(cert_id)
+            service.inventory.clear_rejection(cert_id)
     out = console(stderr=as_json)
     report = service.reconcile(
         cert_ids=list(cert_ids) or None, force=force, dry_run=dry_run, parallel=parallel,
@@ -77,5 +77,5 @@ def revoke(ctx: click.Context, cert_id: str, reason: str, yes: bool) -> None:
     service = open_service(ctx)
     if not yes:
         click.confirm(f"Revoke the current certificate of {cert_id}? Clients will stop trusting it.", abort=True)
-    serial = service.revoke(cert_id, reason)
+    serial = service.inventory.revoke(cert_id, reason)
     console().print(f"Revoked {cert_id} (serial {serial}, reason {reason}). Run `certkeeper renew {cert_id} --force`.")

@@ -29,7 +29,11 @@ def set_(ctx: click.Context, name: str, from_file: TextIO | None) -> None:
         value = click.prompt(f"value for {name}", hide_input=True)
     if not value:
         raise click.UsageError("empty secret value")
-    open_service(ctx, sync=False).repository.set_secret(name, value)
+    from certkeeper.store import secrets
+
+    store = open_service(ctx, sync=False).store
+    with store.session() as session:
+        secrets.put(session, store.sealer, name, value, store.clock.now())
     console().print(f"Stored secret {name} (use \"secret:{name}\" in certkeeper.toml)")
 
 
@@ -37,7 +41,11 @@ def set_(ctx: click.Context, name: str, from_file: TextIO | None) -> None:
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """List stored secret names (never values)."""
-    for name, updated in open_service(ctx, sync=False).repository.secret_names():
+    from certkeeper.store import secrets
+
+    with open_service(ctx, sync=False).store.session() as session:
+        stored = secrets.names(session)
+    for name, updated in stored:
         console().print(f"{name}  (updated {fmt_time(updated)})")
 
 
@@ -46,5 +54,8 @@ def list_(ctx: click.Context) -> None:
 @click.pass_context
 def delete(ctx: click.Context, name: str) -> None:
     """Delete a stored secret."""
-    removed = open_service(ctx, sync=False).repository.delete_secret(name)
+    from certkeeper.store import secrets
+
+    with open_service(ctx, sync=False).store.session() as session:
+        removed = secrets.delete(session, name)
     console().print(f"Deleted {name}" if removed else f"No secret named {name}")

@@ -15,11 +15,11 @@ from certkeeper.cli.common import console, days_left, fmt_time, open_service, pr
 @click.pass_context
 def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
     """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts."""
-    from certkeeper.status import node_matrix, status_report
+    from certkeeper.reports import node_matrix, status_report
 
     service = open_service(ctx)
     if nodes:
-        matrix = node_matrix(service)
+        matrix = node_matrix(service.store, service.clock.now(), service.config.settings)
         if as_json:
             print_json(matrix)
             return
@@ -42,7 +42,7 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
         out.print(f"Issuer: {issuer or 'none (the lease is free)'}"
                   + (f"; no heartbeat from: {', '.join(down)}" if down else ""))
         return
-    report = status_report(service)
+    report = status_report(service.store, service.clock.now())
     if as_json:
         print_json(report)
         return
@@ -75,8 +75,8 @@ def deploy(ctx: click.Context, cert_ids: tuple[str, ...], force: bool) -> None:
     service = open_service(ctx)
     out = console()
     failed = False
-    for cert_id in cert_ids or tuple(service.repository.certificate_ids()):
-        for result in service.deploy(cert_id, force=force):
+    for cert_id in cert_ids or tuple(service.deployment.deployable()):
+        for result in service.deployment.deploy(cert_id, force=force):
             if result.skipped:
                 out.print(f"{cert_id}/{result.binding}: {result.message}")
             elif result.ok:

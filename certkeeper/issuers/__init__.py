@@ -6,10 +6,10 @@ They know nothing of renewal, storage or binding. Optional abilities are separat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, cast, runtime_checkable
 
 from certkeeper.model import IssueRequest, IssueResult, RenewalWindow
-from certkeeper.plugins import PluginContext
+from certkeeper.plugins import PluginContext, load_plugin
 
 
 @runtime_checkable
@@ -40,3 +40,33 @@ class SupportsRenewalInfo(Protocol):
 @runtime_checkable
 class SupportsRevoke(Protocol):
     def revoke(self, cert_pem: bytes, key_pem: bytes | None, reason: int) -> None: ...
+
+
+@runtime_checkable
+class SupportsAccounts(Protocol):
+    """An issuer with a CA account an operator manages (ACME: register, show, deactivate)."""
+
+    def register(self) -> dict[str, Any]:
+        """Register the account now (idempotent) and describe it."""
+        ...
+
+    def show(self) -> dict[str, Any]:
+        """The account as the CA sees it (never the key)."""
+        ...
+
+    def deactivate(self) -> dict[str, Any]:
+        """Deactivate the account at the CA (irreversible) and forget its key."""
+        ...
+
+
+#: the built-in issuers: config ``type`` -> "module:Class"
+ISSUERS: Mapping[str, str] = {
+    "internal-ca": "certkeeper.issuers.internal_ca:InternalCA",
+    "acme": "certkeeper.issuers.acme.issuer:AcmeIssuer",
+    "adcs": "certkeeper.issuers.adcs:AdcsIssuer",
+}
+
+
+def load_issuer(kind: str) -> type[Issuer]:
+    """The issuer class for a config ``type``; ConfigError names the known types."""
+    return cast("type[Issuer]", load_plugin(ISSUERS, kind, "issuer"))

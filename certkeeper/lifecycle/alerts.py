@@ -21,6 +21,35 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 
 from certkeeper.lifecycle._time import require_aware, whole_seconds
+from certkeeper.model import EventKind
+
+#: What an operator should do after each kind of alert: the one table every channel uses.
+NEXT_STEPS: dict[EventKind, str] = {
+    EventKind.ISSUED: "Nothing: certkeeper deploys and renews it.",
+    EventKind.RENEWED: "Nothing: certkeeper deploys the new certificate and checks it is served.",
+    EventKind.RENEWAL_FAILED: "Read the CA's problem below; certkeeper retries with backoff. "
+    "Run 'certkeeper status' to see the next attempt.",
+    EventKind.REJECTED: "The CA refused in a way retrying cannot fix: correct the names or the CA "
+    "settings, then run 'certkeeper renew ID --force'.",
+    EventKind.PENDING_APPROVAL: "Approve the pending request at the CA; certkeeper collects the certificate "
+    "by itself ('certkeeper renew ID --force' asks at once).",
+    EventKind.DEPLOYED: "Nothing.",
+    EventKind.DEPLOY_FAILED: "The previous certificate is still served; check the binding target and "
+    "'certkeeper status'. certkeeper retries.",
+    EventKind.VERIFY_MISMATCH: "The endpoint serves another certificate: check the gateway binding, then "
+    "run 'certkeeper deploy ID'.",
+    EventKind.EXPIRING: "Run 'certkeeper status' to see why it has not been renewed, then "
+    "'certkeeper renew ID'.",
+    EventKind.RECOVERED: "Nothing: the earlier problem is resolved.",
+    EventKind.DIGEST: "Nothing, unless a line says Failing, Expiring or Expired.",
+    EventKind.TEST: "Nothing: this is a test message from 'certkeeper notify test'.",
+}
+
+
+def next_step(kind: EventKind) -> str:
+    """What to do after an alert of this kind, in one or two sentences."""
+    return NEXT_STEPS.get(kind, "")
+
 
 DEFAULT_FRACTIONS: tuple[float | Fraction, ...] = (Fraction(1, 3), Fraction(1, 6), Fraction(1, 15))
 DEFAULT_DAYS: tuple[float, ...] = (7, 3, 1)

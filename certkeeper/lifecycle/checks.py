@@ -34,17 +34,20 @@ class Reason(StrEnum):
     EXPIRED = "expired"
     RENEWAL_DUE = "renewal_due"
     FORCED = "forced"
+    # no verdict: the current certificate is fine
+    NOT_DUE = "not_due"
     # may_attempt (blocking)
     DISABLED = "disabled"
     REJECTED = "rejected"
     BACKING_OFF = "backing_off"
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 @dataclass(frozen=True)
 class Verdict:
     """A check's answer: a stable ``reason`` (see :class:`Reason`) and a sentence for people."""
 
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -119,6 +122,8 @@ class CertificateFacts:
     pending: bool = False
     enabled: bool = True
     last_failure_spec: SpecFacts | None = None
+    #: the CA's request id while a request waits for a CA manager's approval (AD CS)
+    awaiting_approval: str | None = None
 
     @property
     def spec(self) -> SpecFacts:

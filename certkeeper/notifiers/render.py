@@ -7,32 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from certkeeper.clock import utc
+from certkeeper.lifecycle.alerts import next_step
 from certkeeper.model import Event, EventKind
-
-#: What an operator should do next, when the event does not say (``Event.action``).
-DEFAULT_ACTIONS: dict[EventKind, str] = {
-    EventKind.ISSUED: "Nothing: certkeeper deploys and renews it.",
-    EventKind.RENEWED: "Nothing: the new certificate is deployed and checked.",
-    EventKind.RENEWAL_FAILED: "Read the CA's problem below; certkeeper retries with backoff. "
-    "Run 'certkeeper status' to see the next attempt.",
-    EventKind.REJECTED: "The CA refused in a way retrying cannot fix: correct the names or the CA "
-    "settings, then run 'certkeeper renew --force ID'.",
-    EventKind.PENDING_APPROVAL: "Approve the pending request at the CA; certkeeper collects it.",
-    EventKind.DEPLOYED: "Nothing.",
-    EventKind.DEPLOY_FAILED: "Check the binding target; certkeeper retries. The previous certificate "
-    "is still served.",
-    EventKind.VERIFY_MISMATCH: "The endpoint serves another certificate: check the gateway binding "
-    "and run 'certkeeper deploy ID'.",
-    EventKind.EXPIRING: "Run 'certkeeper status' to see why it has not been renewed, then "
-    "'certkeeper renew ID'.",
-    EventKind.RECOVERED: "Nothing: the earlier problem is resolved.",
-    EventKind.DIGEST: "Review the certificates listed.",
-    EventKind.TEST: "Nothing: this is a test message from 'certkeeper notify test'.",
-}
 
 
 def action(event: Event) -> str:
-    return event.action or DEFAULT_ACTIONS.get(event.kind, "")
+    return event.action or next_step(event.kind)
 
 
 def kind_label(event: Event) -> str:

@@ -128,7 +128,7 @@ class DeploymentRow(Base):
     binding: Mapped[str] = mapped_column(String(128))
     #: the node that deployed it ("" for a single-node install)
     node: Mapped[str] = mapped_column(String(128), default="")
-    #: deploying | deployed | verified | failed | rolled_back | retired
+    #: a :class:`certkeeper.model.DeploymentState`
     state: Mapped[str] = mapped_column(String(16))
     served_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     verified_at: Mapped[datetime | None] = mapped_column(default=None)

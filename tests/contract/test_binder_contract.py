@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from certkeeper.binders import Binder
+from certkeeper.binders import Binder, load_binder
 from certkeeper.clock import FrozenClock
-from certkeeper.plugins import BINDERS, MemoryState, PluginContext, load_class
+from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.gateways import HaproxyGateway, NginxGateway, TestPKI
 
 
@@ -21,7 +21,7 @@ def context(tmp_path: Path, clock: FrozenClock) -> PluginContext:
 
 
 def build(kind: str, options: dict[str, Any], context: PluginContext) -> Any:
-    binder = load_class(BINDERS, kind, "binder").from_options(f"{kind}-1", options, context)
+    binder = load_binder(kind).from_options(f"{kind}-1", options, context)
     assert isinstance(binder, Binder) and binder.name == f"{kind}-1"
     return binder
 

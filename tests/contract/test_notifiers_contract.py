@@ -18,8 +18,7 @@ import pytest
 from certkeeper.clock import FrozenClock
 from certkeeper.errors import ConfigError, NotifyError
 from certkeeper.model import Event, EventKind
-from certkeeper.notifiers import Notifier
-from certkeeper.plugins import NOTIFIERS, load_class
+from certkeeper.notifiers import NOTIFIERS, Notifier, load_notifier
 from tests.fixtures.core import free_port
 from tests.fixtures.http import HttpStub
 from tests.fixtures.mail import SMTP_PASSWORD, MailServer
@@ -66,7 +65,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 def build(kind: str, options: dict[str, Any], clock: FrozenClock, tmp_path: Path, url: str) -> Notifier:
     ctx = context(clock, tmp_path, {"url": url, "key": HOOK_SECRET})
-    notifier = load_class(NOTIFIERS, kind, "notifier").from_options("contract", options, ctx)
+    notifier = load_notifier(kind).from_options("contract", options, ctx)
     assert isinstance(notifier, Notifier)
     assert notifier.name == "contract"
     return notifier

@@ -22,10 +22,10 @@ from certkeeper.errors import (
     IssuancePending,
     IssuanceRejected,
 )
-from certkeeper.issuers import Issuer
+from certkeeper.issuers import Issuer, load_issuer
 from certkeeper.issuers.adcs import AdcsIssuer, parse_submission
 from certkeeper.model import IssueRequest
-from certkeeper.plugins import ISSUERS, MemoryState, PluginContext, load_class
+from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.certsrv import AD_NAME, PASSWORD, CertsrvDouble
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
@@ -72,7 +72,7 @@ def context(tmp_path: Path, clock: FrozenClock) -> PluginContext:
 
 
 def issuer_for(double: CertsrvDouble, context: PluginContext, **overrides: Any) -> AdcsIssuer:
-    cls = load_class(ISSUERS, "adcs", "issuer")
+    cls = load_issuer("adcs")
     issuer: AdcsIssuer = cls.from_options("corp", double.options(**overrides), context)
     return issuer
 

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from certkeeper.clock import FrozenClock
+from certkeeper.cluster import Holder, Leases
 from certkeeper.config import parse
 from certkeeper.service import Service
+from certkeeper.store import certificates, leases, revisions
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -32,7 +34,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         while _OPENED:  # close every pooled connection before the schema is dropped
-            _OPENED.pop().repository.sessions.kw["bind"].dispose()
+            _OPENED.pop().close()
 
 
 def _service(tmp_path: Path, url: str, clock: FrozenClock, node: str) -> Service:
@@ -55,7 +57,7 @@ def test_nodes_racing_for_a_new_lease_get_one_winner_and_no_error(tmp_path: Path
     def take(service: Service) -> None:
         barrier.wait()
         try:
-            results[service.node] = service.repository.acquire_lease("issuer", service.holder, timedelta(seconds=10))
+            results[service.node] = service.context.leases.take("issuer", timedelta(seconds=10))
         except Exception as exc:  # the assertion below shows it
             results[service.node] = exc
 
@@ -66,7 +68,7 @@ def test_nodes_racing_for_a_new_lease_get_one_winner_and_no_error(tmp_path: Path
         thread.join(timeout=30)
     assert sorted(map(str, results.values())) == ["False"] * 5 + ["True"], results
     winner = next(node for node, held in results.items() if held is True)
-    holder = services[0].repository.lease_holder("issuer")
+    holder = services[0].context.leases.holder_of("issuer")
     assert holder is not None and holder[0].endswith(f":{winner}")
 
 
@@ -76,37 +78,46 @@ def test_a_live_daemon_keeps_its_certificate_lease_and_a_dead_one_loses_it_after
     clock = FrozenClock(START)
     first = _service(tmp_path, store_url, clock, "cas01")
     second = _service(tmp_path, store_url, clock, "cas02")
-    first.sync_config()
+    first.specs.sync_config()
     ttl = timedelta(seconds=10)
-    repo = first.repository
-    assert repo.acquire_certificate_lease("mail", first.holder, ttl)
+
+    def take(service: Service) -> bool:
+        with service.store.session() as session:
+            return leases.take_certificate(session, "mail", str(service.context.holder), clock.now(), ttl)
+
+    def extend(service: Service) -> int:
+        with service.store.session() as session:
+            return leases.extend_certificates(session, ["mail"], str(service.context.holder), clock.now(), ttl)
+
+    assert take(first)
     for _ in range(3):  # heartbeats every few seconds keep a long issuance leased
         clock.advance(timedelta(seconds=8))
-        assert repo.extend_certificate_leases(["mail"], first.holder, ttl) == 1
-        assert not second.repository.acquire_certificate_lease("mail", second.holder, ttl)
+        assert extend(first) == 1
+        assert not take(second)
     # the holder is killed: no more heartbeats; another node takes over one TTL later, not 15 minutes
     clock.advance(timedelta(seconds=9))
-    assert not second.repository.acquire_certificate_lease("mail", second.holder, ttl)
+    assert not take(second)
     clock.advance(timedelta(seconds=2))
-    assert repo.extend_certificate_leases(["mail"], first.holder, ttl) == 0  # an expired lease is not revived
-    assert second.repository.acquire_certificate_lease("mail", second.holder, ttl)
+    assert extend(first) == 0  # an expired lease is not revived
+    assert take(second)
 
 
 def test_the_heartbeat_extends_only_the_leases_of_certificates_being_issued(tmp_path: Path, store_url: str) -> None:
     clock = FrozenClock(START)
     node = _service(tmp_path, store_url, clock, "cas01")
-    node.sync_config()
+    node.specs.sync_config()
     ttl = timedelta(seconds=10)
     # a lease left behind (its release failed while the store was down): nothing is being issued
-    assert node.repository.acquire_certificate_lease("mail", node.holder, ttl)
-    assert node.extend_issue_leases(ttl) == 0
+    with node.store.session() as session:
+        assert leases.take_certificate(session, "mail", str(node.context.holder), clock.now(), ttl)
+    assert node.context.leases.extend_issuing(ttl) == 0
     seen: list[int] = []
 
     def still_due() -> bool:  # runs under the lease, while "mail" is being issued
-        seen.append(node.extend_issue_leases(ttl))
+        seen.append(node.context.leases.extend_issuing(ttl))
         return False
 
-    node.issue_certificate("mail", still_due=still_due)
+    node.issuance.issue_certificate("mail", still_due=still_due)
     assert seen == [1]
 
 
@@ -127,11 +138,11 @@ def test_a_renewal_another_node_finished_meanwhile_is_not_ordered_again(tmp_path
         return any(d.action == "issue" for d in first.decide(clock.now(), ["mail"]))
 
     # under the certificate lease cas01 checks again and asks the CA for nothing
-    assert first.issue_certificate("mail", still_due=still_due) is None
-    with first.repository.session() as session:
-        current = first.repository.current_revision(session, "mail")
+    assert first.issuance.issue_certificate("mail", still_due=still_due) is None
+    with first.store.session() as session:
+        current = revisions.current(session, "mail")
         assert current is not None and current.number == 2
-        assert first.repository.next_revision_number(session, "mail") == 3
+        assert revisions.next_number(session, "mail") == 3
 
 
 def _array_service(tmp_path: Path, url: str, clock: FrozenClock, node: str, names: list[str],
@@ -157,11 +168,11 @@ def test_a_canary_without_a_binding_for_the_certificate_does_not_hold_the_rollou
     canary = _array_service(tmp_path, store_url, clock, "cas01", ["owa.contoso.com"], bindings)
     second = _array_service(tmp_path, store_url, clock, "cas02", ["owa.contoso.com"], bindings)
     for service in (canary, second):
-        service.repository.heartbeat(service.node, host="localhost", version="test", pid=1)
+        Leases(service.store, Holder("localhost", 1, service.node)).beat(service.node, version="test")
     assert canary.reconcile().issued  # the canary issues; it has nothing to deploy for "owa"
-    results = second.deploy("owa")
+    results = second.deployment.deploy("owa")
     assert [(r.ok, r.skipped) for r in results] == [(True, False)], results
-    assert (out / "fullchain.pem").read_bytes() == second.bundle("owa").fullchain_pem
+    assert (out / "fullchain.pem").read_bytes() == second.inventory.bundle("owa").fullchain_pem
 
 
 def test_only_the_issuer_writes_the_config_into_the_store(tmp_path: Path, store_url: str) -> None:
@@ -172,6 +183,6 @@ def test_only_the_issuer_writes_the_config_into_the_store(tmp_path: Path, store_
     # a node with an older config deploys but does not flip the spec: an issuer deciding right
     # after such a flip would order a certificate with the lagging node's names
     lagging.reconcile(issue=False)
-    with issuer.repository.session() as session:
-        assert issuer.repository.get_certificate(session, "owa").names == ["owa.contoso.com"]
+    with issuer.store.session() as session:
+        assert certificates.get(session, "owa").names == ["owa.contoso.com"]
     assert issuer.decide(clock.now())[0].action == "wait"

@@ -12,7 +12,7 @@ import pytest
 from certkeeper.clock import FrozenClock
 from certkeeper.errors import ConfigError, NotifyError
 from certkeeper.model import Event, EventKind
-from certkeeper.notifiers import Notifier
+from certkeeper.notifiers import Notifier, load_notifier
 from certkeeper.notifiers.email import EmailNotifier
 from certkeeper.notifiers.slack import SlackNotifier
 from certkeeper.notifiers.teams import TeamsNotifier
@@ -23,7 +23,6 @@ from certkeeper.notifiers.webhook import (
     WebhookNotifier,
     verify,
 )
-from certkeeper.plugins import NOTIFIERS, load_class
 from tests.fixtures.http import HttpStub, Reply
 from tests.fixtures.mail import SMTP_PASSWORD, MailServer
 from tests.integration.notifier_helpers import HOOK_SECRET, SLACK_CANARY, context, expiring_event
@@ -381,7 +380,7 @@ def test_registry_builds_every_notifier(http_stub: HttpStub, smtp_server: MailSe
         "teams": {"webhook_url": "secret:u", **LOOPBACK},
     }
     for kind, options in tables.items():
-        notifier = load_class(NOTIFIERS, kind, "notifier").from_options(kind, options, ctx)
+        notifier = load_notifier(kind).from_options(kind, options, ctx)
         assert isinstance(notifier, Notifier)
         notifier.notify(Event(kind=EventKind.TEST, occurred_at=clock.now(), message="test"))
     assert len(http_stub.received()) == 3 and len(smtp_server.messages) == 1

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -22,13 +23,19 @@ from certkeeper.notifiers import Notifier
 from certkeeper.notifiers.email import EmailNotifier
 from certkeeper.notifiers.slack import SlackNotifier
 from certkeeper.outbox import BACKOFF_CAP, Outbox, backoff
+from certkeeper.sealing import Sealer, generate_key
 from certkeeper.store import db
 from certkeeper.store.schema import OutboxRow
+from certkeeper.store.unit import Store
 from tests.fixtures.http import HttpStub, Reply
 from tests.fixtures.mail import SMTP_PASSWORD, MailServer
 from tests.integration.notifier_helpers import SLACK_CANARY, context, expiring_event
 
 SLACK_PATH = "/services/T000/B000/XXX"
+
+
+def make_outbox(sessions: sessionmaker[Session], clock: FrozenClock, **options: Any) -> Outbox:
+    return Outbox(Store(sessions, Sealer([generate_key()]), clock), **options)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -85,7 +92,7 @@ def test_backoff_schedule() -> None:
 def test_enqueue_dedupes_per_notifier_and_key(store: tuple[Engine, sessionmaker[Session]],
                                               clock: FrozenClock) -> None:
     _engine, factory = store
-    outbox = Outbox(factory, clock)
+    outbox = make_outbox(factory, clock)
     event = expiring_event(clock)
     assert outbox.enqueue(event, ["mail", "ops", "mail"], "expiring:mail:r1:7d") == 2
     assert outbox.enqueue(event, ["mail", "ops"], "expiring:mail:r1:7d") == 0  # next reconcile pass
@@ -113,7 +120,7 @@ def test_outage_smtp_421_554_slack_429_500_every_alert_delivered_once(
     every alert is delivered exactly once after the endpoints recover."""
     caplog.set_level(logging.DEBUG)
     _engine, factory = store
-    outbox = Outbox(factory, clock)
+    outbox = make_outbox(factory, clock)
     notifiers: dict[str, Notifier] = {
         "mail": EmailNotifier.from_options("mail", smtp_server.options(), context(clock, tmp_path)),
         "ops": slack_notifier(http_stub, clock, tmp_path),
@@ -181,14 +188,14 @@ def test_survives_restart(store: tuple[Engine, sessionmaker[Session]], clock: Fr
                           tmp_path: Path, http_stub: HttpStub) -> None:
     engine, factory = store
     http_stub.script(SLACK_PATH, Reply(500))
-    first = Outbox(factory, clock)
+    first = make_outbox(factory, clock)
     first.enqueue(expiring_event(clock), ["ops"], "expiring:mail:r1:7d")
     first.deliver_due({"ops": slack_notifier(http_stub, clock, tmp_path)}, clock.now())
     engine.dispose()  # "the daemon stops"
 
     restarted_engine = db.make_engine(engine.url.render_as_string(hide_password=False))
     try:
-        second = Outbox(db.session_factory(restarted_engine), clock)
+        second = make_outbox(db.session_factory(restarted_engine), clock)
         notifiers: dict[str, Notifier] = {"ops": slack_notifier(http_stub, clock, tmp_path)}
         [waiting] = second.pending()
         assert waiting.attempts == 1 and not waiting.dead and "HTTP 500" in (waiting.last_error or "")
@@ -208,7 +215,7 @@ def test_a_notifier_bug_never_escapes(store: tuple[Engine, sessionmaker[Session]
                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     _engine, factory = store
-    outbox = Outbox(factory, clock)
+    outbox = make_outbox(factory, clock)
     broken = Recording("broken", [RuntimeError(f"boom {SLACK_CANARY}"), KeyError("x")])
     healthy = Recording("healthy")
     outbox.enqueue(expiring_event(clock), ["broken", "healthy"], "k1")
@@ -228,7 +235,7 @@ def test_a_notifier_bug_never_escapes(store: tuple[Engine, sessionmaker[Session]
 def test_permanent_error_is_dead_and_listed(store: tuple[Engine, sessionmaker[Session]], clock: FrozenClock,
                                             tmp_path: Path, http_stub: HttpStub) -> None:
     _engine, factory = store
-    outbox = Outbox(factory, clock)
+    outbox = make_outbox(factory, clock)
     http_stub.script(SLACK_PATH, Reply(404, body=b"no_service"))
     outbox.enqueue(expiring_event(clock), ["ops"], "k1")
     notifiers: dict[str, Notifier] = {"ops": slack_notifier(http_stub, clock, tmp_path)}
@@ -245,7 +252,7 @@ def test_permanent_error_is_dead_and_listed(store: tuple[Engine, sessionmaker[Se
 def test_gives_up_after_max_attempts_and_max_age(store: tuple[Engine, sessionmaker[Session]],
                                                  clock: FrozenClock) -> None:
     _engine, factory = store
-    outbox = Outbox(factory, clock, max_attempts=3)
+    outbox = make_outbox(factory, clock, max_attempts=3)
     flaky = Recording("flaky", [NotifyError("down")] * 10)
     outbox.enqueue(expiring_event(clock), ["flaky"], "k1")
     for _ in range(3):
@@ -254,7 +261,7 @@ def test_gives_up_after_max_attempts_and_max_age(store: tuple[Engine, sessionmak
     [row] = rows(factory)
     assert row.dead and row.attempts == 3 and row.last_error == "down"
 
-    aged = Outbox(factory, clock, max_age=timedelta(hours=48))
+    aged = make_outbox(factory, clock, max_age=timedelta(hours=48))
     aged.enqueue(expiring_event(clock), ["flaky"], "k2")
     aged.deliver_due({"flaky": flaky}, clock.now())
     [second] = [row for row in rows(factory) if row.dedupe_key == "k2"]
@@ -267,7 +274,7 @@ def test_gives_up_after_max_attempts_and_max_age(store: tuple[Engine, sessionmak
 def test_unknown_notifier_waits_then_dies_of_age(store: tuple[Engine, sessionmaker[Session]],
                                                  clock: FrozenClock) -> None:
     _engine, factory = store
-    outbox = Outbox(factory, clock)
+    outbox = make_outbox(factory, clock)
     outbox.enqueue(expiring_event(clock), ["removed"], "k1")
     report = outbox.deliver_due({}, clock.now())
     assert len(report.unknown_notifier) == 1 and not rows(factory)[0].dead
@@ -280,7 +287,7 @@ def test_a_claimed_alert_is_not_sent_by_a_second_daemon(store: tuple[Engine, ses
                                                         clock: FrozenClock) -> None:
     """Two daemons on one store: while one is sending an alert, the other skips it."""
     _engine, factory = store
-    first, second = Outbox(factory, clock), Outbox(factory, clock)
+    first, second = make_outbox(factory, clock), make_outbox(factory, clock)
     inner_reports = []
 
     class Reentrant(Recording):
@@ -308,7 +315,7 @@ def test_slack_pacing_uses_min_interval(store: tuple[Engine, sessionmaker[Sessio
     class Paced(Recording):
         min_interval = 1.0
 
-    outbox = Outbox(factory, clock, sleep=sleep, monotonic=lambda: now[0])
+    outbox = make_outbox(factory, clock, sleep=sleep, monotonic=lambda: now[0])
     for index in range(3):
         outbox.enqueue(expiring_event(clock, certificate_id=f"c{index}"), ["ops", "mail"], f"k{index}")
     paced, unpaced = Paced("ops"), Recording("mail")

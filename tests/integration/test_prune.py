@@ -15,29 +15,12 @@ from sqlalchemy import select
 
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
-from certkeeper.errors import IssuanceError
-from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.service import Service
 from certkeeper.store.schema import DeploymentRow, EventRow, RevisionRow
 from tests.fixtures.core import run_cli
+from tests.support import FlakyIssuer
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-class FailFor:
-    """An issuer double: a retryable CA error for the certificates in ``failing``, else the real CA."""
-
-    def __init__(self, real: Any) -> None:
-        self.real, self.failing = real, set[str]()
-        self.name, self.allows_internal_names = real.name, True
-
-    def issue(self, request: IssueRequest) -> IssueResult:
-        if request.certificate_id in self.failing:
-            raise IssuanceError("CA unavailable (connection refused)", problem="serverInternal")
-        return self.real.issue(request)  # type: ignore[no-any-return]
-
-    def trust_anchors_pem(self) -> bytes:
-        return self.real.trust_anchors_pem()  # type: ignore[no-any-return]
 
 
 _OPENED: list[Service] = []
@@ -47,7 +30,7 @@ _OPENED: list[Service] = []
 def _dispose() -> Iterator[None]:
     yield
     while _OPENED:  # close every pooled connection (before a PostgreSQL schema is dropped)
-        _OPENED.pop().repository.sessions.kw["bind"].dispose()
+        _OPENED.pop().close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -60,7 +43,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
         yield {"url": url}
     finally:
         while _OPENED:  # before postgres_url drops the schema
-            _OPENED.pop().repository.sessions.kw["bind"].dispose()
+            _OPENED.pop().close()
 
 
 def _service(tmp_path: Path, clock: FrozenClock, store: dict[str, Any], **retention: float) -> Service:
@@ -77,7 +60,7 @@ def _service(tmp_path: Path, clock: FrozenClock, store: dict[str, Any], **retent
 
 
 def _revisions(service: Service, cert_id: str) -> list[tuple[int, str]]:
-    with service.repository.session() as session:
+    with service.store.session() as session:
         rows = session.scalars(select(RevisionRow).where(RevisionRow.certificate_id == cert_id)
                                .order_by(RevisionRow.number))
         return [(row.number, row.state) for row in rows]
@@ -94,8 +77,8 @@ def test_expired_and_failed_revisions_go_current_and_served_stay(tmp_path: Path,
     service = _service(tmp_path, clock, store)
     service.reconcile()  # mail 1, owa 1
     # one failed request for mail (the CA was down, nothing accepted): a failed revision with a key
-    issuer = FailFor(service.issuer("short"))
-    service._issuers["short"] = issuer  # type: ignore[assignment]
+    issuer = FlakyIssuer(service.context.issuer("short"))
+    service.context.issuers["short"] = issuer
     issuer.failing = {"mail"}
     clock.advance(timedelta(days=5))  # past the 9-day certificate's renewal time (half-life)
     assert list(service.reconcile().failed) == ["mail"]
@@ -107,7 +90,7 @@ def test_expired_and_failed_revisions_go_current_and_served_stay(tmp_path: Path,
     owa = _revisions(service, "owa")
     assert len(owa) >= 3
     # a node that went away long ago still last served mail revision 3: that revision stays
-    with service.repository.session() as session:
+    with service.store.session() as session:
         three = session.scalar(select(RevisionRow.id).where(RevisionRow.certificate_id == "mail",
                                                             RevisionRow.number == 3))
         one = session.scalar(select(RevisionRow.id).where(RevisionRow.certificate_id == "mail",
@@ -120,27 +103,27 @@ def test_expired_and_failed_revisions_go_current_and_served_stay(tmp_path: Path,
     # the only thing `show` can tell about its certificate
 
     # nothing is old enough yet: 90 days by default
-    assert service.prune_revisions(clock.now(), dry_run=True) == []
+    assert service.inventory.prune(clock.now(), dry_run=True) == []
     clock.advance(timedelta(days=120))
-    would = service.prune_revisions(clock.now(), dry_run=True)
+    would = service.inventory.prune(clock.now(), dry_run=True)
     assert ("mail", 1) in would and ("mail", 2) in would and ("mail", 4) in would
     assert ("mail", 3) not in would and ("mail", 5) not in would
     assert ("owa", owa[-1][0]) not in would
     assert _revisions(service, "mail")[0] == (1, "issued")  # a dry run deletes nothing
 
-    pruned = service.prune_revisions(clock.now())
+    pruned = service.inventory.prune(clock.now())
     assert pruned == would
     assert _revisions(service, "mail") == [(3, "issued"), (5, "issued")]
     assert _revisions(service, "owa") == [owa[-1]]
-    with service.repository.session() as session:
+    with service.store.session() as session:
         # the deployment row of the deleted revision went with it; the node's latest one stayed
         assert [(d.revision_id, d.node) for d in session.scalars(select(DeploymentRow))] == [(three, "cas09")]
         event = session.scalars(select(EventRow).where(EventRow.kind == "pruned",
                                                        EventRow.certificate_id == "mail")).one()
         assert event.details == {"revisions": [1, 2, 4]}
     # the store still works: the current revision opens, exports, and a second pass finds nothing
-    assert service.prune_revisions(clock.now()) == []
-    assert service.bundle("mail").names == ("mail.contoso.com",)
+    assert service.inventory.prune(clock.now()) == []
+    assert service.inventory.bundle("mail").names == ("mail.contoso.com",)
 
 
 def test_zero_keeps_everything(tmp_path: Path) -> None:
@@ -149,7 +132,7 @@ def test_zero_keeps_everything(tmp_path: Path) -> None:
     service.reconcile()
     _renew_until(service, clock, "mail", 3)
     clock.advance(timedelta(days=3650))
-    assert service.prune_revisions(clock.now()) == []
+    assert service.inventory.prune(clock.now()) == []
     assert [n for n, _ in _revisions(service, "mail")] == [1, 2, 3]
 
 
@@ -186,8 +169,8 @@ def test_the_daemons_daily_job_prunes(tmp_path: Path) -> None:
     _renew_until(service, clock, "mail", 3)
     daemon = Daemon(service.config, node="cas01")
     _OPENED.append(daemon.service)
-    daemon.digest()  # not the issuer: it leaves the shared store alone
+    daemon.prune()  # not the issuer: it leaves the shared store alone
     assert [n for n, _ in _revisions(service, "mail")] == [1, 2, 3]
-    daemon.state["issuer"] = True
-    daemon.digest()
+    daemon.state.issuer = True
+    daemon.prune()
     assert [n for n, _ in _revisions(service, "mail")] == [3]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,10 @@ import pytest
 
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
-from certkeeper.errors import IssuanceError, IssuanceRejected
-from certkeeper.issuers.internal_ca import InternalCA
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.service import Service
+from certkeeper.store import certificates as stored
+from tests.support import FlakyIssuer, certificate_row, recent_events, stand_in
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -30,31 +29,6 @@ def _config(tmp_path: Path, certificates: list[dict[str, Any]], validity_days: f
 
 def _service(tmp_path: Path, clock: FrozenClock, certificates: list[dict[str, Any]]) -> Service:
     return Service.open(_config(tmp_path, certificates), clock=clock)
-
-
-class FlakyIssuer:
-    """A test double of the Issuer protocol: fails ``failures`` times, then delegates to a real CA."""
-
-    allows_internal_names = True
-
-    def __init__(self, real: InternalCA, failures: int, *, permanent: bool = False) -> None:
-        self.name = real.name
-        self.real, self.failures, self.permanent, self.calls = real, failures, permanent, 0
-
-    @classmethod
-    def from_options(cls, name: str, options: Mapping[str, Any], context: Any) -> FlakyIssuer:
-        raise NotImplementedError
-
-    def issue(self, request: IssueRequest) -> IssueResult:
-        self.calls += 1
-        if self.calls <= self.failures:
-            if self.permanent:
-                raise IssuanceRejected("the CA refused the names", problem="rejectedIdentifier")
-            raise IssuanceError("CA unavailable (connection refused)", problem="serverInternal")
-        return self.real.issue(request)
-
-    def trust_anchors_pem(self) -> bytes:
-        return self.real.trust_anchors_pem()
 
 
 def test_nine_day_certificate_renews_at_half_life_and_ninety_day_at_day_sixty(tmp_path: Path) -> None:
@@ -91,14 +65,14 @@ def test_failures_back_off_on_schedule_and_across_a_restart(tmp_path: Path) -> N
     clock = FrozenClock(START)
     certificates = [{"id": "mail", "names": ["mail.contoso.com"]}]
     service = _service(tmp_path, clock, certificates)
-    flaky = FlakyIssuer(service.issuer("internal"), failures=5)  # type: ignore[arg-type]
-    service._issuers["internal"] = flaky  # type: ignore[assignment]
+    flaky = stand_in(service, "internal", lambda real: FlakyIssuer(real, failures=5))
+    assert isinstance(flaky, FlakyIssuer)
 
     expected_delays = [timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100), timedelta(days=1)]
     for attempt, delay in enumerate(expected_delays, start=1):
         report = service.reconcile()
         assert "mail" in report.failed and "connection refused" in report.failed["mail"]
-        row = service.repository.find_certificate("mail")
+        row = certificate_row(service, "mail")
         assert row is not None and row.failure_count == attempt
         assert row.next_attempt_at == clock.now() + delay
         # just before the next attempt: blocked, no call to the CA
@@ -113,28 +87,28 @@ def test_failures_back_off_on_schedule_and_across_a_restart(tmp_path: Path) -> N
         clock.set(row.next_attempt_at)
 
     report = service.reconcile()  # fifth failure, still daily
-    row = service.repository.find_certificate("mail")
+    row = certificate_row(service, "mail")
     assert row is not None and row.next_attempt_at == clock.now() + timedelta(days=1)
     clock.set(row.next_attempt_at)
     report = service.reconcile()
     assert [o.certificate_id for o in report.issued] == ["mail"]
-    row = service.repository.find_certificate("mail")
+    row = certificate_row(service, "mail")
     assert row is not None and row.failure_count == 0 and row.next_attempt_at is None
-    kinds = [e.kind for e in service.repository.events("mail", limit=20)]
+    kinds = [e.kind for e in recent_events(service, "mail", limit=20)]
     assert "recovered" in kinds and kinds.count("renewal_failed") == 5
 
 
 def test_permanent_rejection_stops_retries_until_forced(tmp_path: Path) -> None:
     clock = FrozenClock(START)
     service = _service(tmp_path, clock, [{"id": "mail", "names": ["mail.contoso.com"]}])
-    flaky = FlakyIssuer(service.issuer("internal"), failures=1, permanent=True)  # type: ignore[arg-type]
-    service._issuers["internal"] = flaky  # type: ignore[assignment]
+    flaky = stand_in(service, "internal", lambda real: FlakyIssuer(real, failures=1, permanent=True))
+    assert isinstance(flaky, FlakyIssuer)
     assert "mail" in service.reconcile().failed
     clock.advance(timedelta(days=30))
     decision = service.reconcile().decisions[0]
     assert decision.action == "blocked" and decision.reason == "rejected"
     assert flaky.calls == 1
-    service.clear_rejection("mail")
+    service.inventory.clear_rejection("mail")
     assert [o.certificate_id for o in service.reconcile(force=True).issued] == ["mail"]
 
 
@@ -150,7 +124,7 @@ def test_one_failing_certificate_does_not_hold_back_the_others(tmp_path: Path) -
         def issue(self, request: IssueRequest) -> IssueResult:
             raise RuntimeError("bug in a plugin")
 
-    service._issuers["short"] = Exploding(service.issuer("short"), 0)  # type: ignore[arg-type,assignment]
+    stand_in(service, "short", lambda real: Exploding(real, 0))
     report = service.reconcile()
     assert sorted(o.certificate_id for o in report.issued) == ["a", "c"], report.failed
     assert "bug in a plugin" not in report.failed["broken"] or "unexpectedly" in report.failed["broken"]
@@ -160,19 +134,20 @@ def test_one_failing_certificate_does_not_hold_back_the_others(tmp_path: Path) -
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     clock = FrozenClock(START)
     service = _service(tmp_path, clock, [])
-    service.issue(("mail.contoso.com",))
+    service.issuance.issue(("mail.contoso.com",))
     clock.advance(timedelta(days=70))
     report = service.reconcile(dry_run=True)
     assert [d.reason for d in report.decisions] == ["renewal_due"]
     assert report.issued == []
-    assert service.repository.overview()[0].revision == 1
+    with service.store.session() as session:
+        assert stored.overview(session)[0].revision == 1
 
 
 def test_pending_request_with_a_checkpoint_resumes_the_same_revision(tmp_path: Path) -> None:
     """A crash after the request was placed: the next run resumes with the same key and checkpoint."""
     clock = FrozenClock(START)
     service = _service(tmp_path, clock, [{"id": "mail", "names": ["mail.contoso.com"]}])
-    real = service.issuer("internal")
+    real = service.context.issuer("internal")
     seen: list[Any] = []
 
     class Crashing(FlakyIssuer):
@@ -183,16 +158,16 @@ def test_pending_request_with_a_checkpoint_resumes_the_same_revision(tmp_path: P
                 raise KeyboardInterrupt  # the process dies here
             return self.real.issue(request)
 
-    service._issuers["internal"] = Crashing(real, 0)  # type: ignore[arg-type,assignment]
-    service.sync_config()
+    service.context.issuers["internal"] = Crashing(real, 0)
+    service.specs.sync_config()
     with pytest.raises(KeyboardInterrupt):
-        service.issue_certificate("mail")
+        service.issuance.issue_certificate("mail")
     # the lease of the dead process would block; a restart after the TTL takes over
     clock.advance(timedelta(minutes=16))
     restarted = _service(tmp_path, clock, [{"id": "mail", "names": ["mail.contoso.com"]}])
-    restarted._issuers["internal"] = Crashing(real, 0)  # type: ignore[arg-type,assignment]
-    outcome = restarted.issue_certificate("mail")
-    assert outcome.revision == 1
+    restarted.context.issuers["internal"] = Crashing(real, 0)
+    outcome = restarted.issuance.issue_certificate("mail")
+    assert outcome is not None and outcome.revision == 1
     assert seen[1][0] == {"order_url": "https://ca.invalid/order/1"} and seen[1][1] == seen[0][1]
 
 
@@ -209,11 +184,11 @@ def test_the_due_prefilter_never_misses_what_the_full_chain_would_issue(tmp_path
     clock.advance(timedelta(days=5))  # the 9-day certificate is past half its life
     certificates[2]["names"] = ["changed.contoso.com", "autodiscover.contoso.com"]
     service = _service(tmp_path, clock, certificates)
-    service.sync_config()
-    with service.repository.session() as session:
-        service.repository.get_certificate(session, "failing").failure_count = 1
-    service.repository.upsert_certificate("never", names=["never.contoso.com"], issuer="internal",
-                                          key_type="rsa2048", source="cli")
+    service.specs.sync_config()
+    with service.store.session() as session:
+        stored.get(session, "failing").failure_count = 1
+        stored.upsert(session, "never", names=["never.contoso.com"], issuer="internal",
+                            key_type="rsa2048", source="cli", now=clock.now())
 
     def due(decisions: list[Any]) -> set[str]:
         return {d.certificate_id for d in decisions if d.action != "wait"}
@@ -222,5 +197,6 @@ def test_the_due_prefilter_never_misses_what_the_full_chain_would_issue(tmp_path
     fast = due(service.decide(clock.now(), only_due=True))
     assert full == fast == {"due", "changed", "never"} | ({"failing"} & full)
     # an unchanged config does not make everything a candidate again
-    service.sync_config()
-    assert "fresh" not in service.repository.due_candidates(clock.now())
+    service.specs.sync_config()
+    with service.store.session() as session:
+        assert "fresh" not in stored.due_candidates(session, clock.now())

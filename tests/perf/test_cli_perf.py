@@ -39,8 +39,8 @@ def _populate(home: Path, count: int) -> None:
     config = parse({}, data_dir=home / "data")
     service = Service.open(config, create=True)
     now = datetime.now(UTC)
-    sealed = service.repository.seal(b"-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n")
-    with service.repository.session() as session:
+    sealed = service.store.sealer.seal(b"-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n")
+    with service.store.session() as session:
         for i in range(count):
             cert_id = f"cas{i:05d}.contoso.com"
             session.add(CertificateRow(

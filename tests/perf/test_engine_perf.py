@@ -20,7 +20,7 @@ from tests.fixtures.core import REPO_ROOT, free_port, to_toml
 
 
 def _bulk(service: Service, count: int, now: datetime) -> None:
-    sealed = service.repository.seal(b"not a real key")
+    sealed = service.store.sealer.seal(b"not a real key")
     certs, revisions = [], []
     for i in range(count):
         cert_id = f"cas{i:06d}.contoso.com"
@@ -34,7 +34,7 @@ def _bulk(service: Service, count: int, now: datetime) -> None:
                           "not_before": now - timedelta(days=10), "not_after": now + timedelta(days=387),
                           "renewal_time": now + timedelta(days=255), "requested_at": now - timedelta(days=10),
                           "issued_at": now - timedelta(days=10)})
-    with service.repository.session() as session:
+    with service.store.session() as session:
         session.execute(insert(CertificateRow), certs)
         session.execute(insert(RevisionRow), revisions)
 

@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from certkeeper.clock import FrozenClock
 from certkeeper.errors import ConfigError, InputError, IssuanceRejected, IssuedCertificateInvalid
-from certkeeper.issuers import Issuer
+from certkeeper.issuers import Issuer, load_issuer
 from certkeeper.issuers.internal_ca import (
     INTERMEDIATE_CERT,
     INTERMEDIATE_KEY,
@@ -26,7 +26,7 @@ from certkeeper.pki.chain import verify_chain
 from certkeeper.pki.csr import build_csr
 from certkeeper.pki.keys import generate_private_key, key_type_of, public_key_der
 from certkeeper.pki.parse import load_certificates
-from certkeeper.plugins import ISSUERS, MemoryState, PluginContext, load_class
+from certkeeper.plugins import MemoryState, PluginContext
 from tests.unit.pki_support import NOW, Issued, issue, make_ca
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
@@ -50,7 +50,7 @@ def test_is_an_issuer_and_registered() -> None:
     assert isinstance(ca, Issuer)
     assert ca.allows_internal_names is True
     assert ca.name == "internal"
-    assert load_class(ISSUERS, "internal-ca", "issuer") is InternalCA
+    assert load_issuer("internal-ca") is InternalCA
 
 
 def test_default_options_make_an_rsa3072_ca_that_openssl_accepts(tmp_path: Path) -> None:

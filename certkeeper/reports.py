@@ -1,0 +1,134 @@
+"""What ``show``, ``status`` and ``status --nodes`` print: plain data, read from the store.
+
+Each report is a function of what it reads (the store, ``now``, the settings) and returns plain
+data (no key material), which the CLI prints as text or ``--json`` and the status page renders.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from certkeeper.cluster import Holder, node_alive
+from certkeeper.config import Settings
+from certkeeper.errors import NotFound
+from certkeeper.lifecycle.health import health
+from certkeeper.outbox import Outbox
+from certkeeper.store import certificates, deployments, events, leases, revisions
+from certkeeper.store.facts import certificate_facts
+from certkeeper.store.schema import DeploymentRow
+from certkeeper.store.unit import Store
+
+
+def _in_config(source: str) -> bool:
+    return source != "unconfigured"
+
+
+def describe_certificate(store: Store, now: datetime, cert_id: str) -> dict[str, Any]:
+    """Everything ``certkeeper show`` prints about one certificate."""
+    with store.session() as session:
+        items = certificates.overview(session, [cert_id])
+        if not items:
+            raise NotFound(f"no certificate with id {cert_id!r} (certkeeper list shows them)")
+        rows = deployments.all_rows(session, cert_id)
+        numbers = revisions.numbers(session, [row.revision_id for row in rows])
+        recent = events.recent(session, cert_id, limit=20)
+        history = revisions.history(session, cert_id)
+    item = items[0]
+    state, reason = health(certificate_facts(item), now)
+    data: dict[str, Any] = {
+        "id": item.id, "names": list(item.names), "issuer": item.issuer, "key_type": item.key_type,
+        "health": state.value, "reason": reason, "failure_count": item.failure_count,
+        "last_failure": item.last_failure_message,
+        "next_attempt_at": None if item.rejected else item.next_attempt_at,
+        "rejected": item.rejected, "pending": item.pending, "awaiting_approval": item.pending_request,
+        "in_config": _in_config(item.source), "source": item.source,
+    }
+    if item.revision is not None:
+        data["current"] = {
+            "revision": item.revision, "serial": item.serial, "fingerprint": item.fingerprint,
+            "not_before": item.not_before, "not_after": item.not_after, "renewal_time": item.renewal_time,
+        }
+    data["revisions"] = [
+        {"revision": row.number, "state": row.state, "origin": row.origin, "serial": row.serial,
+         "not_before": row.not_before, "not_after": row.not_after, "requested_at": row.requested_at,
+         "issued_at": row.issued_at, "revoked_at": row.revoked_at, "error": row.error}
+        for row in history
+    ]
+    data["deployments"] = [
+        {
+            "binding": row.binding, "node": row.node, "state": row.state, "revision_id": row.revision_id,
+            "revision": numbers.get(row.revision_id), "served_fingerprint": row.served_fingerprint,
+            "verified_at": row.verified_at, "error": row.error,
+        }
+        for row in rows
+    ]
+    data["events"] = [
+        {"at": event.at, "kind": event.kind, "message": event.message, "node": event.node} for event in recent
+    ]
+    return data
+
+
+def status_report(store: Store, now: datetime) -> dict[str, Any]:
+    """``certkeeper status``: health, renewal, failures, what each binding serves, alerts."""
+    with store.session() as session:
+        items = certificates.overview(session)
+        latest = deployments.latest_per_target(deployments.all_rows(session))
+    by_cert: dict[str, list[DeploymentRow]] = {}
+    for (cert_id, _node, _binding), row in sorted(latest.items()):
+        by_cert.setdefault(cert_id, []).append(row)
+    report = []
+    for item in items:
+        state, reason = health(certificate_facts(item), now)
+        report.append({
+            "id": item.id, "names": list(item.names), "issuer": item.issuer, "health": state.value,
+            "reason": reason, "revision": item.revision, "serial": item.serial, "fingerprint": item.fingerprint,
+            "not_after": item.not_after, "renewal_time": item.renewal_time,
+            "last_failure": item.last_failure_message, "last_failure_at": item.last_failure_at,
+            "next_attempt_at": None if item.rejected else item.next_attempt_at, "rejected": item.rejected,
+            "pending": item.pending, "awaiting_approval": item.pending_request, "in_config": _in_config(item.source),
+            "deployments": [
+                {
+                    "binding": row.binding, "node": row.node, "state": row.state,
+                    "served_fingerprint": row.served_fingerprint, "verified_at": row.verified_at,
+                    "serves_current": bool(row.served_fingerprint) and row.served_fingerprint == item.fingerprint,
+                    "error": row.error,
+                }
+                for row in by_cert.get(item.id, [])
+            ],
+        })
+    counts = Outbox(store).counts()
+    return {"at": now, "certificates": report, "pending_alerts": counts["pending"], "failed_alerts": counts["dead"]}
+
+
+def node_matrix(store: Store, now: datetime, settings: Settings) -> dict[str, Any]:
+    """``certkeeper status --nodes``: per certificate and node, what is served and whether it drifted."""
+    ttl = timedelta(seconds=settings.daemon.lease_ttl_seconds)
+    with store.session() as session:
+        nodes = {row.name: row for row in leases.nodes(session)}
+        overview = {item.id: item for item in certificates.overview(session)}
+        latest = deployments.latest_per_target(deployments.all_rows(session))
+        numbers = revisions.numbers(session, [row.revision_id for row in latest.values()])
+        issuer_lease = leases.holder(session, "issuer")
+    holder = Holder.parse(issuer_lease[0]) if issuer_lease is not None and issuer_lease[1] >= now else None
+    issuer_node = holder.node if holder is not None else None
+
+    def alive(name: str) -> bool:
+        return name in nodes and node_alive(nodes[name].heartbeat_at, now, ttl)
+
+    rows = []
+    for (cert_id, node, binding), row in sorted(latest.items()):
+        item = overview.get(cert_id)
+        rows.append({
+            "certificate": cert_id, "node": node, "binding": binding, "revision": numbers.get(row.revision_id),
+            "current_revision": item.revision if item else None, "state": row.state,
+            "served_fingerprint": row.served_fingerprint, "verified_at": row.verified_at,
+            "drift": row.served_fingerprint != (item.fingerprint if item else None),
+            "heartbeat_at": nodes[node].heartbeat_at if node in nodes else None, "alive": alive(node),
+        })
+    return {
+        "nodes": [{"name": n.name, "host": n.host, "version": n.version, "heartbeat_at": n.heartbeat_at,
+                   "alive": alive(n.name), "issuer": n.name == issuer_node}
+                  for n in nodes.values()],
+        "rows": rows,
+    }

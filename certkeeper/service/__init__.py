@@ -1,0 +1,130 @@
+"""The service: the only package that holds both the store and the plugins.
+
+:class:`Service` is a thin facade over one module per concern, each reachable as an attribute:
+
+- :attr:`Service.specs` (:mod:`.specs`): the config synced into the store, names, ids;
+- :attr:`Service.issuance` (:mod:`.issuance`): request, resume, accept and record certificates;
+- :attr:`Service.deployment` (:mod:`.deployment`): deploy, verify, roll back;
+- :attr:`Service.inventory` (:mod:`.inventory`): bundles, import, export, revoke, remove, prune;
+- :attr:`Service.alerting` (:mod:`.alerting`): alerts into the outbox, and their delivery;
+- :meth:`Service.reconcile` (:mod:`.reconcile`): one pass of decisions and actions.
+
+The CLI and the daemon both go through it, so ``certkeeper renew`` and the daemon make the same
+decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+
+from certkeeper.clock import Clock, SystemClock
+from certkeeper.cluster import Holder, Leases
+from certkeeper.config import Config
+from certkeeper.service.alerting import Alerting
+from certkeeper.service.context import ServiceContext
+from certkeeper.service.deployment import Deployment
+from certkeeper.service.inventory import Inventory
+from certkeeper.service.issuance import Issuance
+from certkeeper.service.reconcile import Decision, Reconciler, ReconcileReport
+from certkeeper.service.specs import Specs
+from certkeeper.store.unit import Store
+
+__all__ = ["Decision", "ReconcileReport", "Service"]
+
+
+class Service:
+    """An open store with its plugins; use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, config: Config, store: Store, *, clock: Clock | None = None, node: str | None = None) -> None:
+        clock = clock or store.clock
+        node = node if node is not None else (config.settings.daemon.node or "")
+        holder = Holder.this_process(node)
+        self.context = ServiceContext(
+            config=config, store=store, clock=clock, node=node, holder=holder, leases=Leases(store, holder)
+        )
+        self.alerting = Alerting(self.context)
+        self.specs = Specs(self.context)
+        self.inventory = Inventory(self.context)
+        self.issuance = Issuance(self.context, self.specs, self.alerting)
+        self.deployment = Deployment(self.context, self.inventory, self.alerting)
+        self.reconciler = Reconciler(self.context, self.specs, self.issuance, self.deployment, self.alerting)
+
+    @classmethod
+    def open(
+        cls,
+        config: Config,
+        *,
+        create: bool = True,
+        migrate: bool = True,
+        clock: Clock | None = None,
+        node: str | None = None,
+    ) -> Service:
+        """Open the store named by ``config``: create the data folder and key if allowed, migrate."""
+        from certkeeper.sealing import load_sealer
+        from certkeeper.store import db
+
+        if create and not config.settings.store.url:
+            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sealer = load_sealer(config.secret_key_file, create=create)
+        engine = db.make_engine(config.store_url)
+        db.ensure_current(engine, auto_upgrade=migrate)
+        clock = clock or SystemClock()
+        return cls(config, Store(db.session_factory(engine), sealer, clock), clock=clock, node=node)
+
+    # -- shortcuts for what most callers need ---------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self.context.config
+
+    @property
+    def store(self) -> Store:
+        return self.context.store
+
+    @property
+    def clock(self) -> Clock:
+        return self.context.clock
+
+    @property
+    def node(self) -> str:
+        return self.context.node
+
+    def reconcile(
+        self,
+        now: datetime | None = None,
+        *,
+        cert_ids: list[str] | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+        parallel: int = 4,
+        issue: bool = True,
+        deploy: bool = True,
+        only_due: bool = False,
+        progress: Callable[[str], None] = lambda _step: None,
+    ) -> ReconcileReport:
+        """One pass; see :meth:`certkeeper.service.reconcile.Reconciler.run`."""
+        return self.reconciler.run(
+            now, cert_ids=cert_ids, force=force, dry_run=dry_run, parallel=parallel, issue=issue, deploy=deploy,
+            only_due=only_due, progress=progress,
+        )
+
+    def decide(
+        self, now: datetime, cert_ids: list[str] | None = None, *, force: bool = False, only_due: bool = False
+    ) -> list[Decision]:
+        """What each certificate needs now, and why (``renew --dry-run``)."""
+        return self.reconciler.decide(now, cert_ids, force=force, only_due=only_due)
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.context.store.dispose()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,101 @@
+"""The store handle and its unit of work.
+
+:class:`Store` holds what every read and write needs: the session factory, the :class:`Sealer`
+that encrypts keys and secrets at rest, and the clock. Callers open one unit of work with
+``with store.session() as session:`` and pass that session to the functions of the aggregate
+modules (:mod:`.certificates`, :mod:`.revisions`, :mod:`.deployments`, :mod:`.leases`,
+:mod:`.secrets`, :mod:`.events`, :mod:`.alerts`): the caller decides what commits together.
+
+Database errors are translated here, once, into certkeeper errors with one readable line
+(:func:`translate`): a locked SQLite file, a full disk, a read-only store, an unreachable
+PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from certkeeper.clock import Clock
+from certkeeper.errors import StoreConflict, StoreError
+from certkeeper.sealing import Sealer
+
+T = TypeVar("T")
+
+
+class Store:
+    """An open certificate store: sessions, the sealer and the clock."""
+
+    def __init__(self, sessions: sessionmaker[Session], sealer: Sealer, clock: Clock) -> None:
+        self.sessions = sessions
+        self.sealer = sealer
+        self.clock = clock
+
+    @property
+    def engine(self) -> Engine:
+        bind = self.sessions.kw["bind"]
+        assert isinstance(bind, Engine)
+        return bind
+
+    @property
+    def shared(self) -> bool:
+        """Whether several processes on several hosts may use this store (not SQLite)."""
+        return self.engine.dialect.name != "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed on success, rolled back on any error.
+
+        Raises:
+            StoreConflict: a uniqueness constraint refused a write (another process was first).
+            StoreError: the database cannot be used (locked, full, read-only, unreachable).
+        """
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise translate(exc) from exc
+
+    def run(self, work: Callable[[Session], T], *, attempts: int = 2) -> T:
+        """Run ``work`` in its own unit of work, again once if another process won a race to
+        insert the same row (several CAS nodes syncing one config at once)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except StoreConflict:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def translate(exc: SQLAlchemyError) -> StoreError:
+    """One readable line for a database error; the driver's own words only where they help."""
+    if isinstance(exc, IntegrityError):
+        return StoreConflict("the store refused a duplicate row (another process wrote it first)")
+    original = exc.orig if isinstance(exc, DBAPIError) else None
+    text = str(original or exc).strip().splitlines()[0] if str(original or exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "database is locked" in lowered or "database table is locked" in lowered:
+        return StoreError(
+            "the store is locked by another certkeeper process for longer than the busy timeout; "
+            "try again when it has finished"
+        )
+    if "disk is full" in lowered or "no space left" in lowered or "could not extend file" in lowered:
+        return StoreError("the store's disk is full: free some space, then try again")
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return StoreError("the store is read-only: certkeeper needs to write to its database file and folder")
+    if "unable to open database" in lowered:
+        return StoreError("cannot open the store's database file (check the data folder and its permissions)")
+    if isinstance(exc, OperationalError) and ("connection" in lowered or "could not connect" in lowered
+                                              or "server closed" in lowered or "terminating" in lowered):
+        return StoreError(f"cannot reach the store's database server: {text[:200]}")
+    return StoreError(f"store error: {type(original or exc).__name__}: {text[:200]}")
