@@ -146,7 +146,11 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
         out.print(f"           renews after {fmt_time(current['renewal_time'])}")
         out.print(f"           sha256 {current['fingerprint']}")
     if data.get("last_failure"):
-        out.print(f"  last failure: {data['last_failure']}  next attempt {fmt_time(data.get('next_attempt_at'))}")
+        after = ("no automatic retry until `renew --force`" if data["rejected"]
+                 else f"next attempt {fmt_time(data.get('next_attempt_at'))}")
+        out.print(f"  last failure: {data['last_failure']}  ({after})")
+    if not data.get("in_config", True):
+        out.print("  not in the config any more: kept in the store, no longer deployed")
     for deployment in data.get("deployments", []):
         out.print(
             f"  binding {deployment['binding']} {deployment['node'] or ''}: {deployment['state']}, "

@@ -56,7 +56,11 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
         out.print(f"  expires {fmt_time(cert.get('not_after'))} ({'-' if left is None else f'{left:.0f}'} days), "
                   f"renews after {fmt_time(cert.get('renewal_time'))}")
         if cert.get("last_failure"):
-            out.print(f"  last failure: {cert['last_failure']} (next attempt {fmt_time(cert.get('next_attempt_at'))})")
+            after = ("no automatic retry: `certkeeper renew ID --force` after fixing the cause" if cert["rejected"]
+                     else f"next attempt {fmt_time(cert.get('next_attempt_at'))}")
+            out.print(f"  last failure: {cert['last_failure']} ({after})")
+        if not cert.get("in_config", True):
+            out.print("  not in the config any more: kept in the store, no longer deployed")
         for dep in cert["deployments"]:
             match = "serves current" if dep["serves_current"] else "[red]serves something else[/red]"
             out.print(f"  {dep['binding']}{'@' + dep['node'] if dep['node'] else ''}: {dep['state']}, {match} "

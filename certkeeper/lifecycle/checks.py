@@ -246,6 +246,8 @@ def may_attempt(facts: CertificateFacts, now: datetime, *, force: bool = False) 
       bypass it (enable the certificate first).
     - ``rejected``: the CA refused in a way retrying cannot fix (badCSR, caa, rejectedIdentifier):
       no automatic retry until an operator forces one.
+    - ``awaiting_approval``: the CA holds the request for a CA manager (AD CS); the service asks
+      again at ``next_attempt_at`` and ``force`` asks now.
     - ``backing_off``: ``now`` is before the stored ``next_attempt_at``.
 
     ``force`` bypasses ``rejected`` and ``backing_off`` (Let's Encrypt: "have a way for
@@ -263,6 +265,13 @@ def may_attempt(facts: CertificateFacts, now: datetime, *, force: bool = False) 
             Reason.REJECTED,
             f"The CA refused the last request permanently{problem}. No automatic retry: fix the cause, "
             f"then run `certkeeper renew {facts.id} --force`.",
+        )
+    if facts.awaiting_approval is not None and facts.failure_count == 0:
+        when = f" The CA is asked again at {format_time(facts.next_attempt_at)}." if facts.next_attempt_at else ""
+        return Verdict(
+            Reason.AWAITING_APPROVAL,
+            f"Request {facts.awaiting_approval} awaits approval by a CA manager.{when} "
+            f"`certkeeper renew {facts.id} --force` asks now.",
         )
     if facts.next_attempt_at is not None and now < facts.next_attempt_at:
         last = f" Last failure: {facts.last_failure_message}" if facts.last_failure_message else ""

@@ -24,8 +24,9 @@ The states, first match wins:
 ``Ready``
     Otherwise: the certificate is valid and renewal is not due.
 
-A certificate never issued whose attempts fail is Failing, not Missing, and one whose first
-request is pending is Renewing.
+A certificate never issued whose attempts fail is Failing (even while its request stays pending
+to be resumed), not Missing or Renewing; one whose first request is pending without a failure
+is Renewing, and a request that waits for a CA manager's approval says so.
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ def health(
     require_aware(now=now)
     current = facts.current
     failing = _failure_summary(facts, now)
-    activity = failing or ("A new certificate has been requested and is pending." if facts.pending else None)
+    waiting = _pending_summary(facts)
+    activity = failing or waiting
 
     if current is None:
-        if facts.pending:
-            return Health.RENEWING, "The first certificate has been requested and is pending."
         if failing:
             return Health.FAILING, f"No certificate has been issued yet. {failing}"
+        if facts.pending:
+            return Health.RENEWING, f"The first certificate is on its way. {waiting}"
         if not facts.enabled:
             return Health.MISSING, "No certificate has been issued, and automatic issuance is disabled."
         return Health.MISSING, "No certificate has been issued yet."
@@ -79,10 +81,7 @@ def health(
     if verdict is not None and not facts.enabled:
         return Health.FAILING, f"{verdict.message} Automatic issuance is disabled, so nothing will happen."
     if facts.pending:
-        return (
-            Health.RENEWING,
-            f"A new certificate has been requested and is pending; the current one is {validity}.",
-        )
+        return Health.RENEWING, f"{waiting} The current one is {validity}."
     if verdict is not None:
         return (
             Health.RENEWING,
@@ -108,6 +107,8 @@ def _failure_summary(facts: CertificateFacts, now: datetime) -> str | None:
             f"The CA refused the last request permanently{problem}. No automatic retry until an "
             f"operator runs `certkeeper renew {facts.id} --force`."
         )
+    if facts.failure_count <= 0 and facts.awaiting_approval is not None:
+        return None  # the next check of an approval is not a retry after a failure
     backing_off = facts.next_attempt_at is not None and now < facts.next_attempt_at
     if facts.failure_count <= 0 and not backing_off:
         return None
@@ -119,6 +120,17 @@ def _failure_summary(facts: CertificateFacts, now: datetime) -> str | None:
     else:
         nxt = "Next attempt on the next pass."
     return f"{attempts} failed{when}{problem}. {nxt}"
+
+
+def _pending_summary(facts: CertificateFacts) -> str | None:
+    """What the request in flight waits for, or None when nothing is requested."""
+    if not facts.pending:
+        return None
+    if facts.awaiting_approval is not None:
+        when = f" (checked again at {format_time(facts.next_attempt_at)})" if facts.next_attempt_at else ""
+        return (f"Request {facts.awaiting_approval} awaits approval by a CA manager{when}; "
+                f"`certkeeper renew {facts.id} --force` asks now.")
+    return "A new certificate has been requested and is pending."
 
 
 def _join(first: str, second: str | None) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from certkeeper.errors import CertkeeperError, NotFound
+from certkeeper.errors import CertkeeperError, ConcurrencyError, NotFound
 from certkeeper.lifecycle.checks import Reason, may_attempt, should_issue
 from certkeeper.service.alerting import Alerting
 from certkeeper.service.context import ServiceContext
@@ -167,6 +167,8 @@ class Reconciler:
                 still_due=still_due,
             )
             return cert_id, outcome, None
+        except ConcurrencyError:
+            return cert_id, None, None  # another process is issuing it (logged once, at INFO)
         except CertkeeperError as exc:
             return cert_id, None, str(exc)
         except Exception as exc:

@@ -306,3 +306,20 @@ def test_naive_now_refused() -> None:
         should_issue(FACTS, datetime(2026, 1, 2))
     with pytest.raises(ValueError, match="now"):
         may_attempt(FACTS, datetime(2026, 1, 2))
+
+
+def test_a_request_awaiting_approval_is_not_called_backing_off() -> None:
+    from dataclasses import replace as _replace
+
+    from certkeeper.lifecycle.checks import Reason, may_attempt
+
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    waiting = _replace(
+        BACKING_OFF, failure_count=0, last_failure_message=None, pending=True, awaiting_approval="4711",
+        next_attempt_at=now + timedelta(hours=1),
+    )
+    verdict = may_attempt(waiting, now)
+    assert verdict is not None and verdict.reason == Reason.AWAITING_APPROVAL
+    assert "Request 4711 awaits approval" in verdict.message and "--force" in verdict.message
+    assert "previously failed" not in verdict.message
+    assert may_attempt(waiting, now, force=True) is None

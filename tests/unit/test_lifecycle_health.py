@@ -187,3 +187,24 @@ def test_days_rule_needs_a_longer_lifetime() -> None:
 def test_custom_fraction() -> None:
     assert health(facts(), NB + 65 * D)[0] == Health.RENEWING
     assert health(facts(), NB + 65 * D, expiring_fraction=1 / 3)[0] == Health.EXPIRING
+
+
+def test_a_first_issuance_that_failed_and_waits_to_resume_is_failing_not_renewing() -> None:
+    # an ACME order placed, then a retryable error: the revision stays pending to be resumed
+    state, reason = health(facts(current=None, pending=True, **FAILING), FAILED_AT + timedelta(minutes=1))
+    assert state == Health.FAILING, reason
+    assert "NXDOMAIN" in reason and "Next attempt at" in reason
+
+
+def test_a_request_awaiting_approval_says_so() -> None:
+    waiting = facts(current=None, pending=True, awaiting_approval="4711", next_attempt_at=NB + D)
+    state, reason = health(waiting, NB)
+    assert state == Health.RENEWING
+    assert "Request 4711 awaits approval by a CA manager" in reason and "renew owa --force" in reason
+    state, reason = health(replace(waiting, current=REVISION), NB + 61 * D)
+    assert state == Health.RENEWING and "Request 4711 awaits approval" in reason and "valid until" in reason
+
+
+def test_a_rejected_certificate_mentions_no_next_attempt() -> None:
+    state, reason = health(facts(rejected=True, **FAILING), FAILED_AT)
+    assert state == Health.FAILING and "Next attempt" not in reason and "--force" in reason
