@@ -115,3 +115,26 @@ def test_unreachable_endpoint_is_a_retryable_notify_error(kind: str, http_stub: 
     text = str(failure.value)
     assert "could not reach" in text
     assert SLACK_CANARY not in text and SMTP_PASSWORD not in text and HOOK_SECRET not in text
+
+
+def test_webhook_signed_as_standard_webhooks_meets_the_contract(http_stub: HttpStub, clock: FrozenClock,
+                                                                tmp_path: Path) -> None:
+    """The generic webhook's Standard Webhooks option: one message, unreachable is retryable, no secret."""
+    import base64
+
+    secret = "whsec_" + base64.b64encode(HOOK_SECRET.encode() * 2).decode()
+    options = {"url": "secret:url", "secret": "secret:key", "signature": "standard-webhooks", **LOOPBACK}
+    for url, reachable in ((http_stub.url("/c") + f"?c={SLACK_CANARY}", True),
+                           (f"http://127.0.0.1:{free_port()}/c?c={SLACK_CANARY}", False)):
+        ctx = context(clock, tmp_path, {"url": url, "key": secret})
+        notifier = load_class(NOTIFIERS, "webhook", "notifier").from_options("contract", options, ctx)
+        event = Event(kind=EventKind.TEST, occurred_at=clock.now(), message="contract")
+        if reachable:
+            notifier.notify(event)
+            assert len(http_stub.received()) == 1
+            assert "webhook-signature" in {key.lower() for key in http_stub.received()[0].headers}
+        else:
+            with pytest.raises(NotifyError) as failure:
+                notifier.notify(event)
+            assert failure.value.retryable is True and "could not reach" in str(failure.value)
+            assert secret not in str(failure.value) and SLACK_CANARY not in str(failure.value)
