@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.certsrv",
     "tests.fixtures.powerdns",
+    "tests.fixtures.acmedns",
 ]
