@@ -87,3 +87,39 @@ def days_left(not_after: datetime | None, now: datetime) -> float | None:
     if not_after is None:
         return None
     return round((not_after - now).total_seconds() / 86400, 1)
+
+
+def complete_certificate_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of certificate ids: the config's [[certificates]] and the store's ids.
+
+    Reads the store directly (one SELECT, no key file, no migration, nothing created) and fails
+    silently: a completion must never print an error or hang the shell.
+    """
+    from click.shell_completion import CompletionItem
+
+    ids: set[str] = set()
+    try:
+        config = load_config(ctx)
+        ids.update(cert.id for cert in config.settings.certificates)
+        if config.settings.store.url or (config.data_dir / "certkeeper.db").is_file():
+            from sqlalchemy import create_engine, select
+
+            from certkeeper.store.schema import CertificateRow
+
+            engine = create_engine(config.store_url, connect_args=_quick_connect(config.store_url))
+            try:
+                with engine.connect() as connection:
+                    ids.update(connection.scalars(select(CertificateRow.id)))
+            finally:
+                engine.dispose()
+    except Exception:  # noqa: BLE001, S110 - completion fails silently by design
+        pass
+    return [CompletionItem(cert_id) for cert_id in sorted(ids) if cert_id.startswith(incomplete)]
+
+
+def _quick_connect(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"timeout": 1}
+    if url.startswith("postgresql"):
+        return {"connect_timeout": 2}
+    return {}
