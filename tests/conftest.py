@@ -11,4 +11,6 @@ pytest_plugins = [
     "tests.fixtures.http",
     "tests.fixtures.postgres",
     "tests.fixtures.certsrv",
+    "tests.fixtures.powerdns",
+    "tests.fixtures.acmedns",
 ]

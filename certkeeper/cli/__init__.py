@@ -36,6 +36,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("certkeeper.cli.outlook", "check", "Judge an Outlook Anywhere endpoint as Outlook would."),
     "db": ("certkeeper.cli.db", "db", "Database migrations: upgrade, current, downgrade."),
     "keys": ("certkeeper.cli.db", "keys", "Secrets at rest: rotate the encryption key."),
+    "dns": ("certkeeper.cli.dns", "dns", "dns-01: test the setup (--dry-run shows it), register at acme-dns."),
+    "completion": ("certkeeper.cli.completion", "completion", "Shell completion for bash, zsh, fish, PowerShell."),
+    "monitoring": ("certkeeper.cli.monitoring", "monitoring", "Prometheus alerting rules and a Grafana dashboard."),
 }
 
 

@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json, print_table
+from certkeeper.cli.common import (
+    complete_certificate_ids,
+    console,
+    days_left,
+    fmt_time,
+    open_service,
+    print_json,
+    print_table,
+)
 from certkeeper.model import KeyType
 
 KEY_TYPES = [key_type.value for key_type in KeyType]
@@ -115,7 +123,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("cert_id")
+@click.argument("cert_id", shell_complete=complete_certificate_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.option("--pem", is_flag=True, help="Print the certificate and chain as PEM (never the key).")
 @click.pass_context
@@ -162,7 +170,7 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
 
 
 @click.command()
-@click.argument("cert_id")
+@click.argument("cert_id", shell_complete=complete_certificate_ids)
 @click.option("--format", "fmt", type=click.Choice(["pem", "pfx"]), required=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--pfx-encryption", type=click.Choice(["aes256", "legacy"]), default="aes256", show_default=True,
@@ -220,7 +228,7 @@ def import_(ctx: click.Context, file: Path, password_file: Path | None, cert_id:
 
 
 @click.command()
-@click.argument("cert_id")
+@click.argument("cert_id", shell_complete=complete_certificate_ids)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def remove(ctx: click.Context, cert_id: str, yes: bool) -> None:

@@ -87,3 +87,24 @@ def days_left(not_after: datetime | None, now: datetime) -> float | None:
     if not_after is None:
         return None
     return round((not_after - now).total_seconds() / 86400, 1)
+
+
+def complete_certificate_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of certificate ids: the config's [[certificates]] and the store's ids.
+
+    Reads the store directly (one SELECT, no key file, no migration, nothing created) and fails
+    silently: a completion must never print an error or hang the shell.
+    """
+    from click.shell_completion import CompletionItem
+
+    ids: set[str] = set()
+    try:
+        config = load_config(ctx)
+        ids.update(cert.id for cert in config.settings.certificates)
+        if config.settings.store.url or (config.data_dir / "certkeeper.db").is_file():
+            from certkeeper.store.db import quick_certificate_ids
+
+            ids.update(quick_certificate_ids(config.store_url))
+    except Exception:  # noqa: BLE001, S110 - completion fails silently by design
+        pass
+    return [CompletionItem(cert_id) for cert_id in sorted(ids) if cert_id.startswith(incomplete)]

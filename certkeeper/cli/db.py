@@ -46,13 +46,19 @@ def downgrade(ctx: click.Context, revision: str) -> None:
 
 
 @db.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {current, head, up_to_date} as JSON.")
 @click.pass_context
-def current(ctx: click.Context) -> None:
+def current(ctx: click.Context, as_json: bool) -> None:
     """Print the store's migration and the one this certkeeper needs."""
     from certkeeper.store import db as store_db
 
     engine = _engine(ctx)
     now, head = store_db.current_revision(engine), store_db.head_revision()
+    if as_json:
+        from certkeeper.cli.common import print_json
+
+        print_json({"current": now, "head": head, "up_to_date": now == head})
+        return
     state = "up to date" if now == head else "needs 'certkeeper db upgrade'"
     console().print(f"current {now or 'base'}, head {head}: {state}")
 

@@ -26,8 +26,9 @@ def notify() -> None:
 
 @notify.command("test")
 @click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print [{notifier, type, ok, error}] as JSON.")
 @click.pass_context
-def test(ctx: click.Context, name: str | None) -> None:
+def test(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """Send a TEST alert to notifier NAME, or to every configured notifier.
 
     Exits 1 when any notifier failed.
@@ -45,6 +46,13 @@ def test(ctx: click.Context, name: str | None) -> None:
     names = [name] if name is not None else sorted(tables)
     host = socket.gethostname()
     failed = 0
+    results: list[dict[str, object]] = []
+
+    def report(notifier_name: str, kind: str, error: str | None) -> None:
+        results.append({"notifier": notifier_name, "type": kind, "ok": error is None, "error": error})
+        if not as_json:
+            click.echo(f"{notifier_name} ({kind}): " + ("ok" if error is None else f"failed: {error}"))
+
     for notifier_name in names:
         table = tables[notifier_name]
         event = Event(
@@ -60,15 +68,19 @@ def test(ctx: click.Context, name: str | None) -> None:
             notifier.notify(event)
         except (NotifyError, ConfigError) as exc:
             failed += 1
-            click.echo(f"{notifier_name} ({table.type}): failed: {exc}")
+            report(notifier_name, table.type, str(exc))
         except CertkeeperError as exc:
             failed += 1
-            click.echo(f"{notifier_name} ({table.type}): failed: {exc}")
+            report(notifier_name, table.type, str(exc))
         except Exception as exc:  # a bug in a notifier: say which, keep its text out (it could hold a URL)
             failed += 1
             log.debug("notifier %r raised", notifier_name, exc_info=True)
-            click.echo(f"{notifier_name} ({table.type}): failed: unexpected {type(exc).__name__}")
+            report(notifier_name, table.type, f"unexpected {type(exc).__name__}")
         else:
-            click.echo(f"{notifier_name} ({table.type}): ok")
+            report(notifier_name, table.type, None)
+    if as_json:
+        from certkeeper.cli.common import print_json
+
+        print_json(results)
     if failed:
         raise NotifyError(f"{failed} of {len(names)} notifier(s) failed")

@@ -6,11 +6,11 @@ import sys
 
 import click
 
-from certkeeper.cli.common import console, fmt_time, open_service, print_json
+from certkeeper.cli.common import complete_certificate_ids, console, fmt_time, open_service, print_json
 
 
 @click.command()
-@click.argument("cert_ids", nargs=-1)
+@click.argument("cert_ids", nargs=-1, shell_complete=complete_certificate_ids)
 @click.option("--all", "all_", is_flag=True, help="Every managed certificate (the default when no ID is given).")
 @click.option("--force", is_flag=True, help="Renew now even if not due; also retries after a permanent refusal.")
 @click.option("--dry-run", is_flag=True, help="Print what would happen and why; change nothing.")
@@ -68,7 +68,7 @@ REASONS = ["unspecified", "keyCompromise", "superseded", "cessationOfOperation",
 
 
 @click.command()
-@click.argument("cert_id")
+@click.argument("cert_id", shell_complete=complete_certificate_ids)
 @click.option("--reason", type=click.Choice(REASONS), default="unspecified", show_default=True)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context

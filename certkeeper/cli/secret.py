@@ -7,7 +7,7 @@ from typing import TextIO
 
 import click
 
-from certkeeper.cli.common import console, fmt_time, open_service
+from certkeeper.cli.common import console, fmt_time, open_service, print_json
 
 
 @click.group()
@@ -38,14 +38,18 @@ def set_(ctx: click.Context, name: str, from_file: TextIO | None) -> None:
 
 
 @secret.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print [{name, updated_at}] as JSON.")
 @click.pass_context
-def list_(ctx: click.Context) -> None:
+def list_(ctx: click.Context, as_json: bool) -> None:
     """List stored secret names (never values)."""
     from certkeeper.store import secrets
 
     with open_service(ctx, sync=False).store.session() as session:
-        stored = secrets.names(session)
-    for name, updated in stored:
+        names = secrets.names(session)
+    if as_json:
+        print_json([{"name": name, "updated_at": updated} for name, updated in names])
+        return
+    for name, updated in names:
         console().print(f"{name}  (updated {fmt_time(updated)})")
 
 

@@ -34,6 +34,7 @@ NOTIFIERS: Mapping[str, str] = {
     "slack": "certkeeper.notifiers.slack:SlackNotifier",
     "webhook": "certkeeper.notifiers.webhook:WebhookNotifier",
     "teams": "certkeeper.notifiers.teams:TeamsNotifier",
+    "apprise": "certkeeper.notifiers.apprise_notifier:AppriseNotifier",
 }
 
 

@@ -171,3 +171,23 @@ def ensure_current(engine: Engine, *, auto_upgrade: bool) -> None:
         f"the store is at migration {current or 'none'}, this certkeeper needs {head}: "
         "run 'certkeeper db upgrade'"
     )
+
+
+def quick_certificate_ids(url: str) -> list[str]:
+    """Certificate ids with one SELECT and short timeouts: no migration, nothing created (shell
+    completion). Raises whatever the database raises; the caller decides to stay silent."""
+    from sqlalchemy import select
+
+    from certkeeper.store.schema import CertificateRow
+
+    connect_args: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        connect_args = {"timeout": 1}
+    elif url.startswith("postgresql"):
+        connect_args = {"connect_timeout": 2}
+    engine = create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            return list(connection.scalars(select(CertificateRow.id)))
+    finally:
+        engine.dispose()

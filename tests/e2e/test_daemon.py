@@ -100,8 +100,11 @@ def test_daemon_renews_alerts_and_stops_cleanly(tmp_path: Path, smtp_server: Any
         assert second.returncode == 1 and "another certkeeper daemon" in second.stderr, second.stderr
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        assert 'certkeeper_certificate_expiration_timestamp_seconds{id="short"}' in metrics
-        assert 'certkeeper_certificate_ready_status{condition="True",id="short"} 1.0' in metrics
+        assert ('certkeeper_certificate_expiration_timestamp_seconds{issuer_kind="internal-ca",issuer_name="short",'
+                'name="short"}') in metrics
+        assert ('certkeeper_certificate_ready_status{condition="True",issuer_kind="internal-ca",issuer_name="short",'
+                'name="short"} 1.0') in metrics
+        assert 'certkeeper_certificate_not_before_timestamp_seconds{issuer_kind="internal-ca"' in metrics
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5).read())
         assert health["ok"] is True and health["node"] == "cas01"
 

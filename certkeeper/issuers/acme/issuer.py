@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import requests
 from acme import errors as acme_errors
@@ -24,16 +24,19 @@ from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA, JWKOct
 
 from certkeeper.config import validate_options
-from certkeeper.errors import ConfigError, IssuanceError, IssuanceRejected, IssuedCertificateInvalid
+from certkeeper.errors import CertkeeperError, ConfigError, IssuanceError, IssuanceRejected, IssuedCertificateInvalid
 from certkeeper.model import IssueRequest, IssueResult, RenewalWindow
 from certkeeper.plugins import PluginContext
 
 from . import ari
 from .account import AccountRecord, AccountStore, new_record
 from .client import Deadline, Directory, Network, Order, Session, parse_retry_after
-from .options import AcmeOptions
+from .options import AcmeOptions, PowerShellOptions
 from .problems import PROTOCOL_ERRORS, problem_code, translate
 from .solvers import ChallengeSolver
+
+if TYPE_CHECKING:
+    from certkeeper.binders.powershell import Runner
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,27 @@ def _status(resource: Any) -> str:
     return str(getattr(status, "name", status))
 
 
-def build_solvers(options: AcmeOptions, context: PluginContext) -> dict[str, ChallengeSolver]:
+def powershell_runner(options: PowerShellOptions, context: PluginContext) -> Callable[[], Runner]:
+    """A factory of PowerShell runners for ``mode = "windows"`` (one runner per record change)."""
+    from certkeeper.binders.powershell import LocalRunner, RemoteRunner
+
+    if options.runner == "local":
+        return lambda: LocalRunner(timeout=options.timeout)
+    reference = options.password
+
+    def remote() -> Runner:
+        return RemoteRunner(
+            options.host, auth=options.auth, username=options.username,
+            password=(lambda: context.resolve_secret(reference)) if reference else None,
+            port=options.port or (5986 if options.ssl else 5985), path="wsman", ssl=options.ssl,
+            configuration_name="Microsoft.PowerShell", cert_validation=options.cert_validation,
+            timeout=options.timeout)
+
+    return remote
+
+
+def build_solvers(options: AcmeOptions, context: PluginContext,
+                  where: str = "issuers.acme") -> dict[str, ChallengeSolver]:
     """The solvers the options call for, keyed by challenge type."""
     solvers: dict[str, ChallengeSolver] = {}
     wanted = {options.challenge_for(rule_name) for rule in options.solvers for rule_name in rule.names}
@@ -77,6 +100,29 @@ def build_solvers(options: AcmeOptions, context: PluginContext) -> dict[str, Cha
                 script=dns.script, timeout=dns.script_timeout, ttl=dns.ttl, dns_tools=tools,
                 cname_delegation=dns.cname_delegation, propagation_timeout=dns.propagation_timeout,
                 nameservers=dns.nameservers)
+        elif dns.mode == "lexicon" and dns.provider:
+            from .solvers.dns_lexicon import LexiconDns01
+
+            solvers["dns-01"] = LexiconDns01(
+                provider=dns.provider, options=dns.provider_options, credentials=dns.credentials,
+                resolve_secret=context.resolve_secret, zone=dns.zone, ttl=dns.ttl, dns_tools=tools,
+                cname_delegation=dns.cname_delegation, propagation_timeout=dns.propagation_timeout,
+                nameservers=dns.nameservers, where=f"{where}.dns01")
+        elif dns.mode == "acme-dns" and dns.acme_dns_url:
+            from .solvers.acme_dns import AcmeDnsDns01
+
+            solvers["dns-01"] = AcmeDnsDns01(
+                server=dns.acme_dns_url, state=context.state, allow_from=dns.acme_dns_allow_from,
+                ca_bundle=dns.acme_dns_ca_bundle, timeout=options.timeout, dns_tools=tools,
+                propagation_timeout=dns.propagation_timeout, nameservers=dns.nameservers,
+                check_cname=dns.cname_delegation)
+        elif dns.mode == "windows":
+            from .solvers.windows_dns import WindowsDns01
+
+            solvers["dns-01"] = WindowsDns01(
+                runner=powershell_runner(dns.powershell, context), dns_server=dns.dns_server, zone=dns.zone,
+                ttl=dns.ttl, dns_tools=tools, cname_delegation=dns.cname_delegation,
+                propagation_timeout=dns.propagation_timeout, nameservers=dns.nameservers)
         elif dns.server:
             secret_ref = dns.tsig_secret
             solvers["dns-01"] = Rfc2136Dns01(
@@ -134,7 +180,8 @@ class AcmeIssuer:
         self.name = name
         self.options = options
         self.context = context
-        self.solvers = dict(solvers) if solvers is not None else build_solvers(options, context)
+        self.solvers = dict(solvers) if solvers is not None else build_solvers(options, context,
+                                                                                   f"issuers.{name}")
         self._directory = Directory(options.directory)
         self._accounts = AccountStore(context.state, options.directory, options.contact)
         self._account_lock = threading.Lock()
@@ -433,6 +480,8 @@ class AcmeIssuer:
             for name, token, key_authorization, solver in presented:
                 try:
                     solver.cleanup(name, token, key_authorization)
+                except CertkeeperError as exc:  # a translated failure says it all in one line
+                    log.warning("cleanup of the %s challenge for %s failed: %s", solver.challenge_type, name, exc)
                 except Exception:  # never hide the real outcome behind a cleanup failure
                     log.warning("cleanup of the %s challenge for %s failed", solver.challenge_type, name,
                                 exc_info=True)

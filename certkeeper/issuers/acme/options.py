@@ -46,11 +46,43 @@ class Http01Options(_Strict):
         return self
 
 
+SECRET_PREFIXES = ("env:", "file:", "secret:")
+
+
+class PowerShellOptions(_Strict):
+    """``[issuers.X.dns01.powershell]``: where ``mode = "windows"`` runs the DnsServer cmdlets."""
+
+    #: ``local``: powershell.exe on this machine; ``remote``: PSRP (WinRM) to ``host``
+    runner: Literal["local", "remote"] = "local"
+    host: str = "localhost"
+    auth: Literal["kerberos", "ntlm", "negotiate"] = "kerberos"
+    username: str | None = None
+    #: secret reference (env:VAR, file:PATH, secret:NAME); Kerberos with a ticket needs none
+    password: str | None = None
+    ssl: bool = False
+    cert_validation: bool = True
+    #: WinRM port; default 5985 (5986 with ssl)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    timeout: float = Field(default=120, gt=0)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> PowerShellOptions:
+        if self.password is not None and not self.password.startswith(SECRET_PREFIXES):
+            raise ValueError("password: must be a secret reference (env:VAR, file:PATH or secret:NAME)")
+        if self.runner == "remote" and self.auth != "kerberos" and not (self.username and self.password):
+            raise ValueError(f"auth = '{self.auth}' needs username and password")
+        return self
+
+
+Dns01Mode = Literal["rfc2136", "exec", "lexicon", "acme-dns", "windows"]
+
+
 class Dns01Options(_Strict):
     """``[issuers.X.dns01]``: how ``_acme-challenge`` TXT records are published."""
 
-    #: ``rfc2136``: dynamic update (TSIG) to ``server``; ``exec``: run ``script``
-    mode: Literal["rfc2136", "exec"] = "rfc2136"
+    #: ``rfc2136``: dynamic update (TSIG) to ``server``; ``exec``: run ``script``; ``lexicon``: a
+    #: dns-lexicon provider; ``acme-dns``: an acme-dns server; ``windows``: Active Directory DNS
+    mode: Dns01Mode = "rfc2136"
     #: rfc2136: the primary accepting updates ("192.0.2.53" or a hostname)
     server: str | None = None
     port: int = Field(default=53, ge=1, le=65535)
@@ -74,6 +106,31 @@ class Dns01Options(_Strict):
     #: follow a ``_acme-challenge.<name>`` CNAME and publish the TXT at its target
     cname_delegation: bool = True
     ttl: int = Field(default=60, ge=0)
+    #: lexicon: the provider name ("cloudflare", "route53", "azure", "powerdns", ...)
+    provider: str | None = None
+    #: lexicon: the provider's plain options (e.g. pdns_server = "http://ns1:8081")
+    provider_options: dict[str, str | int | bool] = Field(default_factory=dict)
+    #: lexicon: the provider's secret options, each a secret reference (auth_token = "secret:cf")
+    credentials: dict[str, str] = Field(default_factory=dict)
+    #: acme-dns: the server's API base URL ("https://auth.acme-dns.io")
+    acme_dns_url: str | None = None
+    #: acme-dns: networks allowed to update the record (sent at registration)
+    acme_dns_allow_from: tuple[str, ...] = ()
+    #: acme-dns: PEM bundle trusted for the API's HTTPS (default: the system store)
+    acme_dns_ca_bundle: Path | None = None
+    #: windows: the DNS server the cmdlets talk to (-ComputerName); default: where PowerShell runs
+    dns_server: str | None = None
+    #: windows: where PowerShell runs
+    powershell: PowerShellOptions = PowerShellOptions()
+
+    @field_validator("credentials")
+    @classmethod
+    def _references_only(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, reference in value.items():
+            if not reference.startswith(SECRET_PREFIXES):
+                raise ValueError(f"{key}: must be a secret reference (env:VAR, file:PATH or secret:NAME), "
+                                 "not the credential itself")
+        return value
 
     @model_validator(mode="after")
     def _mode_needs(self) -> Dns01Options:
@@ -84,6 +141,13 @@ class Dns01Options(_Strict):
                 raise ValueError("tsig_key_name and tsig_secret go together")
         if self.mode == "exec" and self.script is None:
             raise ValueError("script: required when mode = 'exec'")
+        if self.mode == "lexicon" and not self.provider:
+            raise ValueError("provider: required when mode = 'lexicon' (e.g. provider = \"cloudflare\")")
+        if self.mode == "acme-dns":
+            if not self.acme_dns_url:
+                raise ValueError("acme_dns_url: required when mode = 'acme-dns'")
+            if not self.acme_dns_url.startswith(("https://", "http://")):
+                raise ValueError("acme_dns_url: must be an http(s) URL")
         return self
 
 

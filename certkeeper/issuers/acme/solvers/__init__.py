@@ -6,6 +6,7 @@ authorization, answers the challenges, waits, and calls ``cleanup`` in ``finally
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Protocol, runtime_checkable
 
 
@@ -21,3 +22,10 @@ class ChallengeSolver(Protocol):
     def cleanup(self, domain: str, token: str, key_authorization: str) -> None:
         """Remove what ``present`` published (best effort; errors are logged by the caller)."""
         ...
+
+
+@runtime_checkable
+class SupportsChallengeSolvers(Protocol):
+    """An issuer that answers challenges through solvers (``certkeeper dns test`` tries them)."""
+
+    solvers: Mapping[str, ChallengeSolver]

@@ -3,6 +3,10 @@
 Both publish ``_acme-challenge.<name>`` TXT = base64url(SHA-256(key authorization)) (RFC 8555
 §8.4), optionally following a CNAME from ``_acme-challenge.<name>`` into a zone we can update
 (delegation), and wait until every authoritative server answers with the value.
+
+The other dns-01 solvers live beside this module and share :class:`Dns` and the base class:
+``dns_lexicon`` (any dns-lexicon provider), ``acme_dns`` (an acme-dns server) and ``windows_dns``
+(Active Directory DNS through PowerShell).
 """
 
 from __future__ import annotations
@@ -93,6 +97,29 @@ class Dns:
             name = target
         raise IssuanceError(f"dns-01: more than {MAX_CNAME_HOPS} CNAMEs from {fqdn}")
 
+    def zone_of(self, fqdn: str) -> str:
+        """The zone apex containing ``fqdn``, found by SOA queries through the resolver."""
+        try:
+            return str(dns.resolver.zone_for_name(fqdn, resolver=self.resolver).to_text())
+        except (dns.exception.DNSException, OSError) as exc:
+            raise IssuanceError(f"dns-01: cannot find the zone of {fqdn} ({type(exc).__name__}); "
+                                "set zone = \"...\" in the [dns01] table") from exc
+
+    def zone_nameservers(self, zone: str, port: int = 53) -> list[tuple[str, int]]:
+        """Addresses of the zone's NS hosts, through the resolver; may be empty."""
+        servers: list[tuple[str, int]] = []
+        try:
+            answer = self.resolver.resolve(zone, "NS")
+        except (dns.exception.DNSException, OSError):
+            return servers
+        for record in answer:
+            host = str(record.target)
+            try:
+                servers.extend((str(address), port) for address in self.resolver.resolve(host, "A"))
+            except (dns.exception.DNSException, OSError):
+                log.debug("dns-01: cannot resolve name server %s", host)
+        return servers
+
     def ask(self, server: tuple[str, int], qname: str, rdtype: str) -> dns.message.Message:
         query = dns.message.make_query(qname, rdtype)
         query.flags &= ~dns.flags.RD
@@ -178,6 +205,18 @@ class _Dns01Base:
     def target(self, domain: str) -> str:
         fqdn = challenge_fqdn(domain)
         return self.dns.follow_cname(fqdn) if self.cname_delegation else fqdn
+
+    def wait_published(self, fqdn: str, value: str, zone: str) -> None:
+        """Wait until the configured ``nameservers`` (else the zone's NS hosts) answer with the value.
+
+        With neither, there is nothing to ask: a warning says so and the CA is asked at once.
+        """
+        servers = self.nameservers or self.dns.zone_nameservers(zone)
+        if not servers:
+            log.warning("dns-01: no name servers found for zone %s; not waiting for %s to propagate "
+                        "(set nameservers = [...] in the [dns01] table)", zone, fqdn)
+            return
+        self.dns.wait_visible(fqdn, value, servers, self.propagation_timeout)
 
 
 class Rfc2136Dns01(_Dns01Base):

@@ -8,9 +8,10 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from certkeeper.errors import IssuanceError
+from certkeeper.listen import dual_stack_server
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], backlog: int) -> None:
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], backlog: int) -> None:
         self.request_queue_size = backlog
         self.tokens: dict[str, bytes] = {}
-        super().__init__(address, _Handler)
+        super().__init__(address, handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -78,7 +79,9 @@ class _Listener:
             entry = cls._running.get((address, port))
             if entry is None:
                 try:
-                    server = _Server((address, port), backlog)
+                    # a wildcard address (the default 0.0.0.0) listens on IPv6 too: the CA may
+                    # validate over either (Let's Encrypt prefers IPv6 when the name has AAAA)
+                    server = cast(_Server, dual_stack_server(_Server, address, port, _Handler, backlog=backlog))
                 except OSError as exc:
                     raise IssuanceError(
                         f"http-01: cannot listen on {address}:{port}: {exc.strerror}") from exc
