@@ -210,6 +210,7 @@ class LocalRunner:
         self._process: subprocess.Popen[bytes] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr: list[str] = []
+        self._threads: list[threading.Thread] = []
 
     def bootstrap(self) -> str:
         """The script the process starts with: holds no parameter values and no secrets."""
@@ -241,15 +242,27 @@ class LocalRunner:
         return ("\n".join(lines) + "\n").encode()
 
     def _pump(self, stream: IO[bytes], sink: queue.Queue[str | None] | list[str]) -> None:
-        for raw in stream:
-            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if isinstance(sink, list):
-                sink.append(text)
-                del sink[:-20]
-            else:
-                sink.put(text)
+        with stream:  # closed at end of file, when the process has ended
+            for raw in stream:
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if isinstance(sink, list):
+                    sink.append(text)
+                    del sink[:-20]
+                else:
+                    sink.put(text)
         if not isinstance(sink, list):
             sink.put(None)
+
+    def _reap(self, process: subprocess.Popen[bytes]) -> None:
+        """Wait for an ended process and its output threads, so every pipe is closed."""
+        process.wait(timeout=10)
+        if process.stdin is not None and not process.stdin.closed:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def _start(self, command: Command) -> subprocess.Popen[bytes]:
         if self._process is not None and self._process.poll() is None:
@@ -263,15 +276,21 @@ class LocalRunner:
         self._lines = queue.Queue()
         self._stderr = []
         assert process.stdout is not None and process.stderr is not None
-        threading.Thread(target=self._pump, args=(process.stdout, self._lines), daemon=True).start()
-        threading.Thread(target=self._pump, args=(process.stderr, self._stderr), daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._pump, args=(process.stdout, self._lines), daemon=True),
+            threading.Thread(target=self._pump, args=(process.stderr, self._stderr), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         self._process = process
         return process
 
     def _ended(self, command: Command) -> PowerShellError:
-        process = self._process
-        code = process.wait(timeout=10) if process is not None else None
-        self._process = None
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            self._reap(process)
+            code = process.returncode
         detail = next((line for line in self._stderr if line.strip()), f"exit status {code}")
         return PowerShellError(command, f"powershell ended: {detail[:300]}")
 
@@ -307,10 +326,10 @@ class LocalRunner:
         return outputs
 
     def _kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            self._reap(process)
 
     def close(self) -> None:
         """Ask the process to remove its Exchange session and end; kill it if it does not."""
@@ -325,4 +344,4 @@ class LocalRunner:
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("powershell did not end by itself (%s); killing it", exc)
             process.kill()
-            process.wait(timeout=10)
+        self._reap(process)

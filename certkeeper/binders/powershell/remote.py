@@ -137,7 +137,7 @@ class RemoteRunner:
 
     def _open(self, command: Command) -> Any:
         if self._pool is None:
-            if self.auth == "kerberos":
+            if self.auth == "kerberos" and self._open_pool is _open_pool:  # the real transport
                 missing = kerberos_missing()
                 if missing:
                     raise PowerShellError(command, f"{self.server}: Kerberos is not available: {'; '.join(missing)}")
