@@ -216,7 +216,7 @@ class FakePsrp:
 def test_remote_runner_fails_on_an_error_record_whatever_had_errors_says() -> None:
     psrp = FakePsrp(error_records={"Enable-ExchangeCertificate": ["The certificate with thumbprint X was not found."]})
     runner = psrp.runner("ex01.contoso.com", "Microsoft.Exchange")
-    with pytest.raises(PowerShellError, match="ex01.contoso.com: The certificate with thumbprint X was not found"):
+    with pytest.raises(PowerShellError, match=r"ex01\.contoso\.com: The certificate with thumbprint X was not found"):
         runner.invoke(Command("Enable-ExchangeCertificate", (("Thumbprint", "X"), ("ErrorAction", "Stop"))))
     assert psrp.calls == [("Enable-ExchangeCertificate", {"Thumbprint": "X", "ErrorAction": "Stop"})]
     with pytest.raises(PowerShellError, match="scripts cannot run on the Exchange endpoint"):
