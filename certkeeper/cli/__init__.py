@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "renew": ("certkeeper.cli.renew", "renew", "Renew due certificates (or --force) now."),
     "revoke": ("certkeeper.cli.renew", "revoke", "Revoke a certificate's current revision at its CA."),
     "status": ("certkeeper.cli.status", "status", "Health, next renewal, failures, alerts, served state."),
-    "deploy": ("certkeeper.cli.status", "deploy", "Deploy the current revision to its bindings and verify."),
+    "deploy": ("certkeeper.cli.deploy", "deploy", "Deploy the current revision and verify; --dry-run shows it."),
     "daemon": ("certkeeper.cli.daemon", "daemon", "Run the renewal daemon in the foreground."),
     "ca": ("certkeeper.cli.ca", "ca", "The built-in CA: init, export the root."),
     "account": ("certkeeper.cli.account", "account", "ACME accounts: register, show, deactivate."),
