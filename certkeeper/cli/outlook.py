@@ -27,12 +27,8 @@ _STYLE = {
 
 
 @click.command()
-@click.option(
-    "--external-host", required=True, help="The Outlook Anywhere / OWA namespace, e.g. mail.contoso.com."
-)
-@click.option(
-    "--domain", "domains", multiple=True, help="An SMTP domain that needs autodiscover.<domain> (repeat)."
-)
+@click.option("--external-host", required=True, help="The Outlook Anywhere / OWA namespace, e.g. mail.contoso.com.")
+@click.option("--domain", "domains", multiple=True, help="An SMTP domain that needs autodiscover.<domain> (repeat).")
 @click.option("--legacy-host", help="The legacy name during coexistence with older Exchange.")
 @click.option("--name", "extra_names", multiple=True, help="Any other name to include (repeat).")
 @click.option("--principal", help="The msstd: principal (default msstd:<external host>).")
@@ -117,10 +113,22 @@ def plan(
 @click.command()
 @click.argument("url")
 @click.option("--connect", metavar="HOST:PORT", help="Probe this server (behind the load balancer) instead.")
-@click.option("--principal", help="The msstd: principal to match (default msstd:<URL host>).")
+@click.option(
+    "--principal",
+    help="The msstd: principal to match: EXPR's CertPrincipalName (Get-OutlookProvider "
+    "EXPR) when it is set, else msstd:<URL host>.",
+)
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust these roots only.")
 @click.option("--name", "names", multiple=True, help="Another name the certificate must cover (repeat).")
 @click.option("--timeout", type=float, default=10, show_default=True, help="Seconds per connection.")
+@click.option(
+    "--auth",
+    type=click.Choice(["ntlm", "basic", "negotiate"]),
+    help="The method Outlook is set to use: /rpc/rpcproxy.dll must offer it in its 401.",
+)
+@click.option("--domain", help="An SMTP domain: probe Autodiscover for it in Outlook's order.")
+@click.option("--connect-http", metavar="HOST:PORT", help="Where the http:// Autodiscover redirect is probed.")
+@click.option("--dns", "nameserver", metavar="HOST:PORT", help="The DNS server asked for the Autodiscover SRV record.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def check(
     url: str,
@@ -129,6 +137,10 @@ def check(
     ca_file: str | None,
     names: tuple[str, ...],
     timeout: float,
+    auth: str | None,
+    domain: str | None,
+    connect_http: str | None,
+    nameserver: str | None,
     as_json: bool,
 ) -> None:
     """Judge an Outlook Anywhere endpoint as Outlook would.
@@ -138,7 +150,16 @@ def check(
     from certkeeper.outlook.checker import check as run_check
 
     report = run_check(
-        url, connect=connect, principal=principal, ca_file=ca_file, names=names, timeout=timeout
+        url,
+        connect=connect,
+        principal=principal,
+        ca_file=ca_file,
+        names=names,
+        timeout=timeout,
+        auth=auth,
+        domain=domain,
+        connect_http=connect_http,
+        nameserver=nameserver,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -157,9 +178,7 @@ def check(
         console.print(table)
         failures = report.failures()
         console.print(
-            "[green]Outlook would connect.[/]"
-            if not failures
-            else f"[red]{len(failures)} check(s) failed.[/]"
+            "[green]Outlook would connect.[/]" if not failures else f"[red]{len(failures)} check(s) failed.[/]"
         )
     if not report.ok:
         _fail()
