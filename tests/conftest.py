@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.http",
     "tests.fixtures.postgres",
     "tests.fixtures.certsrv",
+    "tests.fixtures.dns_server",
 ]
