@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "secret": ("certkeeper.cli.secret", "secret", "Store a named secret (webhook URL, password) encrypted."),
     "plan": ("certkeeper.cli.outlook", "plan", "The names an Outlook Anywhere certificate needs."),
     "check": ("certkeeper.cli.outlook", "check", "Judge an Outlook Anywhere endpoint as Outlook would."),
+    "doctor": ("certkeeper.cli.doctor", "doctor", "Exchange pre-flight: Auth cert, 444, SNI, rights, names."),
     "db": ("certkeeper.cli.db", "db", "Database migrations: upgrade, current, downgrade."),
     "keys": ("certkeeper.cli.db", "keys", "Secrets at rest: rotate the encryption key."),
 }

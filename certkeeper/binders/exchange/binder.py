@@ -152,6 +152,8 @@ class ExchangeBinder:
         self.restart = restart
         self.app_pools = tuple(app_pools)
         self._sessions = sessions
+        #: whether the remote runner with Kerberos is used (doctor checks the libraries then)
+        self.remote_kerberos = False
         self.markers = InstalledMarkers(state or MemoryState(), f"exchange/{name}")
         self._prober = prober or default_prober(settle_seconds, probe_timeout)
 
@@ -187,7 +189,7 @@ class ExchangeBinder:
             )
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        return cls(
+        binder = cls(
             name,
             version=opts.version,
             servers=servers,
@@ -204,6 +206,12 @@ class ExchangeBinder:
             settle_seconds=opts.settle_seconds,
             probe_timeout=opts.probe_timeout,
         )
+        binder.remote_kerberos = opts.runner == "remote" and opts.auth == "kerberos"
+        return binder
+
+    def open_session(self, server: str) -> ServerSession:
+        """The runners for ``server`` (doctor, discovery); the caller closes them."""
+        return self._sessions(server)
 
     # ------------------------------------------------------------------ steps
 
