@@ -131,3 +131,23 @@ def test_dry_run_for_2019_updates_the_connectors(ck: Any, home: Path) -> None:
     assert "Set-HybridConfiguration -TlsCertificateName $TlsCertificateName" in scripts["hybrid-configuration"]
     text = ck("deploy", "oa", "--dry-run")
     assert text.code == 0 and "send-connector" in text.out and "<redacted>" in text.out
+
+
+def test_doctor_cli_says_what_is_missing_without_reaching_a_server(ck: Any, home: Path) -> None:
+    """On a machine without gssapi the doctor fails on the Kerberos line and on the first read,
+    before any connection (the servers' names do not resolve here)."""
+    pytest.importorskip("tree_sitter")  # the test extra, as everywhere here
+    try:
+        import gssapi  # noqa: F401
+    except ImportError:
+        pass
+    else:  # pragma: no cover - a machine with the kerberos extra
+        pytest.skip("gssapi is installed: the doctor would try the network")
+    _config(home, "2019")
+    assert ck("issue", "--id", "oa", "mail.contoso.com", "autodiscover.contoso.com").code == 0
+    result = ck("doctor", "--server", SERVERS[0], "--json")
+    assert result.code == 1, result
+    checks = json.loads(result.out)["checks"]
+    assert checks[0]["check"] == "kerberos" and "pip install 'certkeeper[kerberos]'" in checks[0]["message"]
+    assert [c["server"] for c in checks[1:]] == [SERVERS[0]]  # --server: only that one
+    assert checks[1]["check"] == "read Get-ExchangeServer" and "Kerberos is not available" in checks[1]["message"]
