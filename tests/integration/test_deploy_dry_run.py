@@ -151,3 +151,26 @@ def test_doctor_cli_says_what_is_missing_without_reaching_a_server(ck: Any, home
     assert checks[0]["check"] == "kerberos" and "pip install 'certkeeper[kerberos]'" in checks[0]["message"]
     assert [c["server"] for c in checks[1:]] == [SERVERS[0]]  # --server: only that one
     assert checks[1]["check"] == "read Get-ExchangeServer" and "Kerberos is not available" in checks[1]["message"]
+
+
+def test_daemon_start_up_check_names_the_missing_kerberos_library(ck: Any, home: Path) -> None:
+    try:
+        import gssapi  # noqa: F401
+    except ImportError:
+        pass
+    else:  # pragma: no cover - a machine with the kerberos extra
+        pytest.skip("gssapi is installed")
+    _config(home, "2016")
+    result = ck("daemon", "--once")
+    assert result.code == 1, result
+    assert "exchange binding(s) oa use Kerberos, and this machine lacks the Python gssapi library" in result.err
+    _config(home, "2016", runner="local", servers=[{"name": SERVERS[0], "verify": ["10.0.0.11:443"]}])
+    assert startup_ok(home)
+
+
+def startup_ok(home: Path) -> bool:
+    from certkeeper import config as config_module
+    from certkeeper.binders.exchange.doctor import startup_problems
+
+    loaded = config_module.load(str(home / "certkeeper.toml"))
+    return startup_problems([b.model_dump() for c in loaded.settings.certificates for b in c.bindings]) == []

@@ -186,3 +186,24 @@ def run(
             else:
                 add(label, "fail", f"{host} is not on the IIS certificate ({', '.join(domains) or 'no names'})")
     return lines
+
+
+def startup_problems(bindings: Sequence[dict[str, object]]) -> list[str]:
+    """At start-up: what this machine lacks for the exchange bindings it will run ([] when nothing).
+
+    A remote runner with Kerberos (the default) needs the Kerberos libraries on Linux; saying so
+    when the daemon starts beats a failed renewal weeks later.
+    """
+    remote_kerberos = [
+        str(b.get("name") or "exchange")
+        for b in bindings
+        if b.get("type") == "exchange"
+        and b.get("runner", "remote") == "remote"
+        and b.get("auth", "kerberos") == "kerberos"
+    ]
+    missing = kerberos_missing() if remote_kerberos else []
+    if not missing:
+        return []
+    return [
+        f"exchange binding(s) {', '.join(remote_kerberos)} use Kerberos, and this machine lacks {m}" for m in missing
+    ]
