@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.certsrv",
     "tests.fixtures.powerdns",
     "tests.fixtures.acmedns",
+    "tests.fixtures.dns_server",
 ]

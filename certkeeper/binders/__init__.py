@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, Self, cast, runtime_checkable
 
 from certkeeper.model import Bundle, Verification
@@ -28,6 +29,38 @@ class Binder(Protocol):
     def verify(self, bundle: Bundle) -> Verification: ...
 
     def retire(self, previous: Bundle, current: Bundle) -> None: ...
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step a deploy would run: where, what, and the exact script (secrets as ``<redacted>``).
+
+    ``endpoint`` says who runs it: ``exchange`` (the Exchange PowerShell endpoint), ``windows``
+    (the server's default WinRM endpoint or the local ``powershell.exe``), or ``certkeeper``
+    (this process, e.g. the TLS probe; its script is a comment).
+    """
+
+    binding: str
+    server: str
+    step: str
+    script: str
+    endpoint: str = "exchange"
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "binding": self.binding,
+            "server": self.server,
+            "step": self.step,
+            "endpoint": self.endpoint,
+            "script": self.script,
+        }
+
+
+@runtime_checkable
+class SupportsDryRun(Protocol):
+    """A binder that can say what ``deploy(bundle, previous)`` would run, running nothing."""
+
+    def plan(self, bundle: Bundle, previous: Bundle | None) -> list[PlannedStep]: ...
 
 
 #: the built-in binders: config ``type`` -> "module:Class"

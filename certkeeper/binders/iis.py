@@ -1,4 +1,4 @@
-"""The ``iis`` binder: Import-PfxCertificate into LocalMachine\\My and point https bindings at it.
+"""The ``iis`` binder: import a PFX into LocalMachine\\My and point https bindings at it.
 
 For IIS sites that are not Exchange (Exchange sites: use the ``exchange`` binder, which keeps
 Exchange's own metadata right). Example binding::
@@ -12,10 +12,11 @@ Exchange's own metadata right). Example binding::
 
 Steps:
 
+0. Refuse a server that runs Exchange (it has an "Exchange Back End" site): Exchange keeps its
+   own metadata for its bindings; use the ``exchange`` binder there.
 1. ``Get-ChildItem -Path Cert:\\LocalMachine\\My\\<T>`` - already there? then no import.
-2. ``Import-PfxCertificate -CertStoreLocation Cert:\\LocalMachine\\My -Password <SecureString>``
-   (a fixed script writes the bytes to a temp file first, because the cmdlet only takes a path,
-   and deletes it afterwards); certkeeper records that it imported T.
+2. Import into LocalMachine\\My with ``X509Certificate2`` + ``X509Store`` (PowerShell 2.0, the
+   bytes in memory); certkeeper records that it imported T once the bindings are verified.
 3. For each binding: ``Set-IisSslBinding`` (a fixed script over the WebAdministration module):
    create the https binding if missing, then ``AddSslCertificate(T, 'My')``; it returns the
    thumbprint bound before, kept for rollback.
@@ -35,8 +36,9 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from certkeeper.binders import probe
-from certkeeper.binders.powershell import Command, PowerShellError, Runner, SecureString
+from certkeeper.binders import PlannedStep, probe
+from certkeeper.binders.exchange.scripts import web_sites
+from certkeeper.binders.powershell import Command, PowerShellError, Runner, SecureString, dry_run_text
 from certkeeper.binders.windows import (
     InstalledMarkers,
     Prober,
@@ -55,17 +57,21 @@ log = logging.getLogger(__name__)
 
 STORE = "Cert:\\LocalMachine\\My"
 
+# X509Certificate2 + X509Store instead of Import-PfxCertificate: that cmdlet needs Windows Server
+# 2012+ and stores keys in ways that make them unusable in some cases (Posh-ACME.Deploy,
+# https://github.com/rmbolger/Posh-ACME.Deploy); this works on PowerShell 2.0 and takes the bytes
+# directly, so no PFX file ever lands on the disk.
 IMPORT_PFX_SCRIPT = """\
-param([byte[]]$FileData, [securestring]$Password, [string]$CertStoreLocation, [bool]$Exportable)
-$path = Join-Path $env:TEMP ('certkeeper-' + [guid]::NewGuid().ToString() + '.pfx')
-[System.IO.File]::WriteAllBytes($path, $FileData)
-try {
-    $arguments = @{ FilePath = $path; CertStoreLocation = $CertStoreLocation; Password = $Password }
-    if ($Exportable) { $arguments['Exportable'] = $true }
-    (Import-PfxCertificate @arguments).Thumbprint
-} finally {
-    Remove-Item -LiteralPath $path -Force -ErrorAction SilentlyContinue
-}"""
+param([byte[]]$FileData, [securestring]$Password, [string]$StoreName, [bool]$Exportable)
+$storage = 'MachineKeySet, PersistKeySet'
+if ($Exportable) { $storage += ', Exportable' }
+$flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]$storage
+$type = 'System.Security.Cryptography.X509Certificates.X509Certificate2'
+$certificate = New-Object $type -ArgumentList $FileData, $Password, $flags
+$store = New-Object System.Security.Cryptography.X509Certificates.X509Store -ArgumentList $StoreName, 'LocalMachine'
+$store.Open('ReadWrite')
+try { $store.Add($certificate) } finally { $store.Close() }
+$certificate.Thumbprint"""
 
 SET_BINDING_SCRIPT = """\
 param([string]$Site, [string]$IPAddress, [int]$Port, [string]$HostHeader, [bool]$Sni, [string]$Thumbprint)
@@ -135,13 +141,9 @@ class IisBinder:
     ) -> None:
         self.name = name
         if site.strip().lower() == "exchange back end":
-            raise ConfigError(
-                f"bindings.{name}.site: the Exchange Back End site keeps Exchange's own certificate"
-            )
+            raise ConfigError(f"bindings.{name}.site: the Exchange Back End site keeps Exchange's own certificate")
         if any(binding.port == 444 for binding in bindings):
-            raise ConfigError(
-                f"bindings.{name}.bindings: port 444 is Exchange's back end; certkeeper leaves it alone"
-            )
+            raise ConfigError(f"bindings.{name}.bindings: port 444 is Exchange's back end; certkeeper leaves it alone")
         if not bindings:
             raise ConfigError(f"bindings.{name}.bindings: name at least one https binding")
         self.server = server
@@ -203,39 +205,44 @@ class IisBinder:
             script=SET_BINDING_SCRIPT,
         )
 
+    def find_command(self, thumb: str) -> Command:
+        return Command("Get-ChildItem", (("Path", f"{STORE}\\{thumb}"), ("ErrorAction", "SilentlyContinue")))
+
+    def import_command(self, pfx: bytes, password: str) -> Command:
+        return Command(
+            "Import-Pfx (X509Store)",
+            (
+                ("FileData", pfx),
+                ("Password", SecureString(password)),
+                ("StoreName", "My"),
+                ("Exportable", self.exportable),
+            ),
+            script=IMPORT_PFX_SCRIPT,
+        )
+
+    def _refuse_exchange(self, runner: Runner) -> None:
+        sites = {str(site).strip().lower() for site in runner.invoke(web_sites())}
+        if "exchange back end" in sites:
+            raise BindError(
+                f"{self.server} runs Exchange (it has the 'Exchange Back End' site): Enable-ExchangeCertificate "
+                'keeps Exchange\'s metadata right, so use a binding of type = "exchange" there'
+            )
+
     def deploy(self, bundle: Bundle, previous: Bundle | None) -> None:
         new_thumb = thumbprint(bundle.cert_pem)
         runner = self._runner_for(self.server)
         changed: list[tuple[IisBinding, str]] = []  # binding, thumbprint bound before
-        step = "import"
+        step = "pre-flight"
         try:
-            found = runner.invoke(
-                Command(
-                    "Get-ChildItem",
-                    (
-                        ("Path", f"{STORE}\\{new_thumb}"),
-                        ("ErrorAction", "SilentlyContinue"),
-                    ),
-                )
-            )
-            if not found:
+            self._refuse_exchange(runner)
+            step = "import"
+            if not runner.invoke(self.find_command(new_thumb)):
                 pfx, password = make_pfx(
                     bundle,
                     encryption=self.pfx_encryption,
                     friendly_name=f"certkeeper {bundle.certificate_id}",
                 )
-                runner.invoke(
-                    Command(
-                        "Import-PfxCertificate",
-                        (
-                            ("FileData", pfx),
-                            ("Password", SecureString(password)),
-                            ("CertStoreLocation", STORE),
-                            ("Exportable", self.exportable),
-                        ),
-                        script=IMPORT_PFX_SCRIPT,
-                    )
-                )
+                runner.invoke(self.import_command(pfx, password))
                 self.markers.add(self.server, new_thumb)
             for binding in self.bindings:
                 step = f"bind {binding.describe()}"
@@ -253,6 +260,44 @@ class IisBinder:
             raise error_class(f"{self.name}: {self.server}: {step}: {exc}; {note}") from None
         finally:
             runner.close()
+
+    def plan(self, bundle: Bundle, previous: Bundle | None) -> list[PlannedStep]:
+        """What :meth:`deploy` and :meth:`retire` would run (dry run): runs nothing."""
+        new_thumb = thumbprint(bundle.cert_pem)
+        steps = [
+            ("pre-flight", web_sites(), "refuse when the server has an 'Exchange Back End' site"),
+            ("find", self.find_command(new_thumb), ""),
+            ("import", self.import_command(b"\x00", "x"), "only when the find step returned nothing"),
+        ]
+        steps += [(f"bind {b.describe()}", self.binding_command(b, new_thumb), "") for b in self.bindings]
+        out = [
+            PlannedStep(self.name, self.server, step, dry_run_text(command, note=note), "windows")
+            for step, command, note in steps
+        ]
+        out.append(
+            PlannedStep(
+                self.name,
+                self.server,
+                "verify",
+                f"# TLS handshake from certkeeper to {', '.join(self.endpoints)}",
+                "certkeeper",
+            )
+        )
+        if previous is not None and thumbprint(previous.cert_pem) != new_thumb:
+            old = thumbprint(previous.cert_pem)
+            out.append(
+                PlannedStep(
+                    self.name,
+                    self.server,
+                    "retire",
+                    dry_run_text(self.remove_command(old), note="only when certkeeper recorded importing it"),
+                    "windows",
+                )
+            )
+        return out
+
+    def remove_command(self, thumb: str) -> Command:
+        return Command("Remove-Item", (("Path", f"{STORE}\\{thumb}"), ("ErrorAction", "Stop")))
 
     def _roll_back(self, runner: Runner, changed: Sequence[tuple[IisBinding, str]], fallback: str) -> str:
         if not changed:
@@ -279,7 +324,7 @@ class IisBinder:
             return
         runner = self._runner_for(self.server)
         try:
-            runner.invoke(Command("Remove-Item", (("Path", f"{STORE}\\{old_thumb}"),)))
+            runner.invoke(self.remove_command(old_thumb))
             self.markers.remove(self.server, old_thumb)
         except PowerShellError as exc:
             raise BindError(f"{self.name}: {self.server}: retire: {exc}") from None

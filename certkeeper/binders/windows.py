@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from cryptography import x509
@@ -17,6 +19,8 @@ from certkeeper.pki.fingerprint import sha1_thumbprint
 from certkeeper.pki.pkcs12.build import build_pfx
 from certkeeper.pki.pkcs12.structure import SCHANNEL_CSP, set_csp_name
 from certkeeper.plugins import StateStore
+
+log = logging.getLogger(__name__)
 
 #: (bundle, endpoints) -> what the endpoints serve; the default probes by TLS handshake
 Prober = Callable[[Bundle, Sequence[str]], Verification]
@@ -134,3 +138,62 @@ class InstalledMarkers:
 
     def remove(self, server: str, thumb: str) -> None:
         self.state.delete(self._key(server, thumb))
+
+
+@dataclass
+class ServerSession:
+    """The runners for one server during one deploy: Exchange cmdlets and Windows scripts.
+
+    With the local runner both are the same ``powershell.exe``; with the remote runner they are
+    two PSRP connections (the Exchange endpoint cannot run scripts). :meth:`close` ends both.
+    """
+
+    server: str
+    exchange: Runner
+    windows: Runner
+
+    def close(self) -> None:
+        for runner in {id(self.exchange): self.exchange, id(self.windows): self.windows}.values():
+            try:
+                runner.close()
+            except Exception as exc:  # noqa: BLE001 - a cleanup failure is logged, never raised
+                log.warning("closing PowerShell on %s failed: %s", self.server, exc)
+
+
+def session_factory(
+    options: RunnerOptions,
+    *,
+    resolve_secret: Callable[[str], str],
+    exchange: ExchangeVersion,
+    port: int,
+    path: str,
+    windows_port: int | None,
+) -> Callable[[str], ServerSession]:
+    """server name -> its :class:`ServerSession` (Exchange endpoint + default WinRM endpoint)."""
+    exchange_runner = runner_factory(
+        options,
+        resolve_secret=resolve_secret,
+        exchange=exchange,
+        port=port,
+        path=path,
+        configuration_name="Microsoft.Exchange",
+    )
+    if options.runner == "local":
+        def local(server: str) -> ServerSession:
+            runner = exchange_runner(server)
+            return ServerSession(server, runner, runner)
+
+        return local
+    windows_runner = runner_factory(
+        options,
+        resolve_secret=resolve_secret,
+        exchange=None,
+        port=windows_port or (5986 if options.ssl else 5985),
+        path="wsman",
+        configuration_name="Microsoft.PowerShell",
+    )
+
+    def remote(server: str) -> ServerSession:
+        return ServerSession(server, exchange_runner(server), windows_runner(server))
+
+    return remote

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 
 from certkeeper.cli.common import load_config
+
+
+def _check_startup(config: Any) -> None:
+    """Refuse to start when an exchange binding cannot work here (e.g. Kerberos libraries missing)."""
+    from certkeeper.binders.exchange.doctor import startup_problems
+    from certkeeper.errors import ConfigError
+
+    bindings = [b.model_dump() for cert in config.settings.certificates for b in cert.bindings]
+    problems = startup_problems(bindings)
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 @click.command()
@@ -30,6 +42,7 @@ def daemon(ctx: click.Context, node: str | None, once: bool, log_format: str | N
     from certkeeper.logs import setup_logging
 
     config = load_config(ctx)
+    _check_startup(config)
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     json_lines = (log_format or config.settings.daemon.log_format) == "json"
     setup_logging(logging.DEBUG if debug else logging.INFO, json_lines=json_lines)

@@ -58,7 +58,7 @@ def test(ctx: click.Context, names: tuple[str, ...], issuer_name: str, dry_run: 
             if dry_run:
                 entry["plan"] = solver.plan(name, key_authorization)
                 if show_script and hasattr(solver, "scripts"):
-                    entry["scripts"] = [{"command": command.describe(), "script": command.script}
+                    entry["scripts"] = [{"command": command.summary(), "script": command.script}
                                         for command in solver.scripts(name, key_authorization)]
             else:
                 try:

@@ -1,8 +1,6 @@
-"""`certkeeper status` and `certkeeper deploy`."""
+"""`certkeeper status` (`certkeeper deploy` is in deploy.py)."""
 
 from __future__ import annotations
-
-import sys
 
 import click
 
@@ -68,25 +66,3 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
     if not report["certificates"]:
         out.print("No certificates under management.")
     out.print(f"Alerts waiting: {report['pending_alerts']}; given up: {report['failed_alerts']}")
-
-
-@click.command()
-@click.argument("cert_ids", nargs=-1)
-@click.option("--force", is_flag=True, help="Deploy again even if already deployed and verified.")
-@click.pass_context
-def deploy(ctx: click.Context, cert_ids: tuple[str, ...], force: bool) -> None:
-    """Deploy the current revision to this node's bindings, verify what is served, roll back on failure."""
-    service = open_service(ctx)
-    out = console()
-    failed = False
-    for cert_id in cert_ids or tuple(service.deployment.deployable()):
-        for result in service.deployment.deploy(cert_id, force=force):
-            if result.skipped:
-                out.print(f"{cert_id}/{result.binding}: {result.message}")
-            elif result.ok:
-                out.print(f"{cert_id}/{result.binding}: [green]deployed[/green] ({result.message})")
-            else:
-                failed = True
-                out.print(f"{cert_id}/{result.binding}: [red]failed[/red]: {result.message}")
-    if failed:
-        sys.exit(1)

@@ -13,8 +13,11 @@ returns a checklist:
 ``key``                   RSA >= 2048 (ECDSA: warn, Exchange 2016 CU23 / 2019 CU13+ only)
 ``signature``             SHA-256 or stronger
 ``expiry``                days left: >= 60 pass, 30-59 warn, < 30 fail (Exchange HealthChecker)
-``rpcproxy``              ``/rpc/rpcproxy.dll`` answers 401 with Negotiate, NTLM or Basic
-``autodiscover``          ``/autodiscover/autodiscover.xml`` answers 401 the same way
+``rpcproxy``              ``/rpc/rpcproxy.dll`` answers 401 with Negotiate, NTLM or Basic (with
+                          ``auth``: with that one); 404 = Outlook Anywhere / RPC proxy not enabled
+``mapi``                  ``/mapi/emsmdb`` (MAPI over HTTP) answers 401; 404 is a warning
+``autodiscover``          ``/autodiscover/autodiscover.xml`` answers 401 the same way; with
+                          ``domain``: ``autodiscover-1..4`` in Outlook's order (http_probes.py)
 ========================  ==================================================================
 
 Sources: reference/exchange.md §1.5, §1.8, §2.3, §6.1-6.2, §7.1.
@@ -25,7 +28,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -42,12 +45,14 @@ from certkeeper.clock import Clock, SystemClock
 from certkeeper.errors import InputError
 from certkeeper.hostnames import covers
 from certkeeper.hostnames import fold as normalize
+from certkeeper.outlook import http_probes
+from certkeeper.outlook.http_probes import shown
 from certkeeper.outlook.planner import principal_host
 
 GREEN_DAYS = 60  # HealthChecker: green from 60 days, yellow 30-59, red below 30
 RED_DAYS = 30
 AUTH_SCHEMES = ("negotiate", "ntlm", "basic")
-PATHS = {"rpcproxy": "/rpc/rpcproxy.dll", "autodiscover": "/autodiscover/autodiscover.xml"}
+PATHS = {"rpcproxy": "/rpc/rpcproxy.dll", "mapi": "/mapi/emsmdb", "autodiscover": "/autodiscover/autodiscover.xml"}
 USER_AGENT = "Microsoft Office/16.0 (certkeeper check)"
 
 
@@ -89,10 +94,7 @@ class CheckReport:
             "connect": self.connect,
             "ok": self.ok,
             "served_fingerprint": self.served_fingerprint,
-            "items": [
-                {"id": i.id, "status": i.status.value, "title": i.title, "detail": i.detail}
-                for i in self.items
-            ],
+            "items": [{"id": i.id, "status": i.status.value, "title": i.title, "detail": i.detail} for i in self.items],
         }
 
 
@@ -203,9 +205,7 @@ def _signature(cert: x509.Certificate) -> CheckItem:
     algorithm = cert.signature_hash_algorithm
     title = "Signature acceptable"
     if algorithm is None:
-        return CheckItem(
-            "signature", Status.WARN, title, "no separate hash (EdDSA): old clients cannot check it"
-        )
+        return CheckItem("signature", Status.WARN, title, "no separate hash (EdDSA): old clients cannot check it")
     if isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
         return CheckItem("signature", Status.PASS, title, f"{algorithm.name}")
     return CheckItem("signature", Status.FAIL, title, f"{algorithm.name}: use SHA-256 or stronger")
@@ -226,49 +226,96 @@ def _expiry(cert: x509.Certificate, now: datetime) -> CheckItem:
             "expiry", Status.FAIL, title, f"{days:.0f} days left (expires {when}; HealthChecker: red < 30)"
         )
     if days < GREEN_DAYS:
-        return CheckItem(
-            "expiry", Status.WARN, title, f"{days:.0f} days left (expires {when}; HealthChecker: < 60)"
-        )
+        return CheckItem("expiry", Status.WARN, title, f"{days:.0f} days left (expires {when}; HealthChecker: < 60)")
     return CheckItem("expiry", Status.PASS, title, f"{days:.0f} days left (expires {when})")
 
 
-def _challenge(item_id: str, host: str, address: tuple[str, int], timeout: float) -> CheckItem:
-    path = PATHS[item_id]
-    title = f"{path} asks for authentication"
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # trust is the chain item's job
+NOT_ENABLED_404 = (
+    "404: Outlook Anywhere is not enabled or the RPC over HTTP proxy is not installed (Exchange 2010: "
+    "Install-WindowsFeature RPC-over-HTTP-proxy, then Enable-OutlookAnywhere; 2013+: Get-OutlookAnywhere "
+    "should list the server)"
+)
+
+
+def _challenge(
+    item_id: str, path: str, host: str, address: tuple[str, int], timeout: float, auth: str | None = None
+) -> CheckItem:
+    title = f"{path} asks for authentication" + (f" ({shown([auth])})" if auth else "")
     try:
-        with socket.create_connection(address, timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=probe.sni_for(host)) as tls:
-                request = (
-                    f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-                    "Accept: */*\r\nConnection: close\r\n\r\n"
-                )
-                tls.sendall(request.encode())
-                response = http.client.HTTPResponse(tls)
-                response.begin()
-                status = response.status
-                challenges = response.msg.get_all("WWW-Authenticate") or []
-                response.close()
+        answer = http_probes.get(host, address, path, timeout)
     except (OSError, http.client.HTTPException) as exc:
         return CheckItem(item_id, Status.FAIL, title, f"no HTTP answer: {exc}")
-    schemes = sorted({c.split()[0].lower() for c in challenges if c.split()} & set(AUTH_SCHEMES))
-    if status == 401 and schemes:
-        shown = ", ".join(s.capitalize() if s != "ntlm" else "NTLM" for s in schemes)
-        return CheckItem(item_id, Status.PASS, title, f"401 with {shown}")
-    if status == 401:
-        return CheckItem(
-            item_id,
-            Status.FAIL,
-            title,
-            f"401 without Negotiate, NTLM or Basic (WWW-Authenticate: {challenges or 'none'})",
-        )
-    if 200 <= status < 300:
-        return CheckItem(item_id, Status.FAIL, title, f"{status}: answers without asking for authentication")
+    if answer.status == 401 and answer.schemes:
+        if auth and auth not in answer.schemes:
+            return CheckItem(
+                item_id,
+                Status.FAIL,
+                title,
+                f"401 offers {shown(answer.schemes)} but not {shown([auth])}: Outlook set to {shown([auth])} "
+                "cannot sign in (Set-OutlookAnywhere -ExternalClientAuthenticationMethod / -IISAuthenticationMethods)",
+            )
+        return CheckItem(item_id, Status.PASS, title, f"401 with {shown(answer.schemes)}")
+    if answer.status == 401:
+        return CheckItem(item_id, Status.FAIL, title, "401 without Negotiate, NTLM or Basic")
+    if answer.status == 404 and item_id == "rpcproxy":
+        return CheckItem(item_id, Status.FAIL, title, NOT_ENABLED_404)
+    if answer.status == 404 and item_id == "mapi":
+        return CheckItem(item_id, Status.WARN, title, "404: MAPI over HTTP is not enabled (Outlook uses RPC over HTTP)")
+    if 200 <= answer.status < 300:
+        return CheckItem(item_id, Status.FAIL, title, f"{answer.status}: answers without asking for authentication")
     return CheckItem(
-        item_id, Status.FAIL, title, f"HTTP {status} instead of 401 with an authentication challenge"
+        item_id, Status.FAIL, title, f"HTTP {answer.status} instead of 401 with an authentication challenge"
     )
+
+
+def _autodiscover(
+    domain: str,
+    *,
+    connect: Callable[[str, int], tuple[str, int]],
+    connect_http: Callable[[str], tuple[str, int]],
+    nameserver: tuple[str, int] | None,
+    timeout: float,
+) -> list[CheckItem]:
+    """Each place Outlook looks, in its order, until one answers 401 (the rest: not needed)."""
+    items: list[CheckItem] = []
+    found = False
+    for index, candidate in enumerate(
+        http_probes.candidates(
+            domain, connect=connect, connect_http=connect_http, nameserver=nameserver, timeout=timeout
+        ),
+        1,
+    ):
+        item_id, title = f"autodiscover-{index}", f"Autodiscover {candidate.label}"
+        if found:
+            items.append(CheckItem(item_id, Status.PASS, title, "not needed: Outlook stops at the first answer"))
+            continue
+        if candidate.address is None:
+            items.append(CheckItem(item_id, Status.WARN, title, candidate.detail))
+            continue
+        try:
+            answer = http_probes.get(
+                candidate.host, candidate.address, http_probes.AUTODISCOVER_PATH, timeout, tls=candidate.tls
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            items.append(CheckItem(item_id, Status.WARN, title, f"no answer: {exc}"))
+            continue
+        if candidate.tls and answer.status == 401 and answer.schemes:
+            found = True
+            items.append(CheckItem(item_id, Status.PASS, title, f"401 with {shown(answer.schemes)}"))
+        elif (
+            not candidate.tls and answer.status in (301, 302, 303, 307, 308) and answer.location.startswith("https://")
+        ):
+            found = True
+            items.append(CheckItem(item_id, Status.PASS, title, f"{answer.status} to {answer.location}"))
+        else:
+            items.append(CheckItem(item_id, Status.WARN, title, f"HTTP {answer.status}: Outlook moves on"))
+    if not found:
+        items.append(
+            CheckItem(
+                "autodiscover", Status.FAIL, "Autodiscover found", f"none of Outlook's four places answers for {domain}"
+            )
+        )
+    return items
 
 
 def check(
@@ -280,8 +327,16 @@ def check(
     names: Sequence[str] = (),
     clock: Clock | None = None,
     timeout: float = 10,
+    auth: str | None = None,
+    domain: str | None = None,
+    connect_http: str | None = None,
+    nameserver: str | None = None,
 ) -> CheckReport:
     """Check ``url`` as Outlook would; see the module docstring for the items.
+
+    ``auth`` (ntlm | basic | negotiate): the rpcproxy challenge must offer it. ``domain``: probe
+    Autodiscover for that SMTP domain in Outlook's order (``connect``/``connect_http`` stand in
+    for every host when given; ``nameserver`` host:port answers the SRV query).
 
     Raises:
         InputError: the URL or ``connect`` cannot be used.
@@ -311,7 +366,21 @@ def check(
         _key(cert),
         _signature(cert),
         _expiry(cert, now),
-        _challenge("rpcproxy", host, address, timeout),
-        _challenge("autodiscover", host, address, timeout),
+        _challenge("rpcproxy", PATHS["rpcproxy"], host, address, timeout, auth),
+        _challenge("mapi", PATHS["mapi"], host, address, timeout),
     ]
+    if domain is None:
+        items.append(_challenge("autodiscover", PATHS["autodiscover"], host, address, timeout))
+    else:
+        http_address = probe.parse_endpoint(connect_http) if connect_http else None
+        dns_address = probe.parse_endpoint(nameserver) if nameserver else None
+        items += _autodiscover(
+            normalize(domain),
+            connect=lambda name, port: (connect_host, address[1]) if connect else (name, port),
+            connect_http=lambda name: (
+                (http_address.host, http_address.port) if http_address else (connect_host if connect else name, 80)
+            ),
+            nameserver=(dns_address.host, dns_address.port) if dns_address else None,
+            timeout=timeout,
+        )
     return CheckReport(url, shown_connect, tuple(items), served.fingerprint)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from certkeeper.binders import Binder
+from certkeeper.binders import Binder, PlannedStep, SupportsDryRun
 from certkeeper.cluster import node_alive
 from certkeeper.errors import CertkeeperError
 from certkeeper.lifecycle.backoff import next_attempt_after_failure
@@ -94,6 +94,44 @@ class Deployment:
                 return []
             revision_id = current.id
         return [self._deploy_one(cert_id, revision_id, target, force=force) for target in self.targets(bindings)]
+
+    def plan(self, cert_id: str) -> tuple[list[PlannedStep], list[str]]:
+        """What :meth:`deploy` would run for the current revision, running nothing: the steps of
+        each binding that can say (:class:`SupportsDryRun`), and the keys of those that cannot."""
+        bundle = self.inventory.bundle(cert_id)
+        with self.context.store.session() as session:
+            bindings = list(certificates.get(session, cert_id).bindings or [])
+            current = revisions.current(session, cert_id)
+            planned = []
+            for target in self.targets(bindings):
+                previous_id = (
+                    deployments.last_served_revision(session, cert_id, target.key, self.context.node,
+                                                     other_than=current.id)
+                    if current is not None else None
+                )
+                number = revisions.get(session, previous_id).number if previous_id is not None else None
+                planned.append((target, number))
+        steps: list[PlannedStep] = []
+        unsupported: list[str] = []
+        for target, number in planned:
+            binder = self.binder(cert_id, target)
+            if isinstance(binder, SupportsDryRun):
+                previous = self.inventory.bundle(cert_id, number) if number is not None else None
+                steps.extend(binder.plan(bundle, previous))
+            else:
+                unsupported.append(target.key)
+        return steps, unsupported
+
+    def binders_of_type(self, kind: str) -> list[tuple[str, Binder]]:
+        """(certificate id, binder) for every binding of ``kind`` this node deploys (``doctor``)."""
+        found = []
+        for cert_id in self.deployable():
+            with self.context.store.session() as session:
+                bindings = list(certificates.get(session, cert_id).bindings or [])
+            for target in self.targets(bindings):
+                if target.options.get("type") == kind:
+                    found.append((cert_id, self.binder(cert_id, target)))
+        return found
 
     def _gate(self, session: Session, cert_id: str, revision_id: int, now: datetime) -> str | None:
         """The rollout gate's facts, gathered for this node (see :mod:`certkeeper.lifecycle.rollout`)."""

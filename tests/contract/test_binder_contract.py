@@ -63,7 +63,7 @@ def test_real_gateways_keep_the_contract(
 @pytest.mark.parametrize(
     ("kind", "options"),
     [
-        ("exchange", {"version": "2016", "servers": ["EX01"], "verify": ["mail.contoso.com:443"]}),
+        ("exchange", {"version": "2016", "servers": ["ex01.contoso.com"], "verify": ["10.0.0.11:443"]}),
         ("iis", {"server": "web01", "site": "Default Web Site", "verify": ["web01:443"]}),
     ],
 )

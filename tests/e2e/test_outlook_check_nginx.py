@@ -56,6 +56,7 @@ def test_correct_certificate_passes_every_item(nginx_gateway: NginxGateway, root
         "signature",
         "expiry",
         "rpcproxy",
+        "mapi",
         "autodiscover",
     ]
     assert report.item("rpcproxy").detail == "401 with Negotiate, NTLM"
@@ -148,7 +149,7 @@ def test_no_authentication_challenge(tmp_path: Path, roots: str, test_pki: TestP
     finally:
         gateway.process.terminate()
         gateway.process.wait(timeout=10)
-    assert {item.id for item in report.failures()} == {"rpcproxy", "autodiscover"}
+    assert {item.id for item in report.failures()} == {"rpcproxy", "mapi", "autodiscover"}
     assert "answers without asking for authentication" in report.item("rpcproxy").detail
 
 

@@ -1,77 +1,77 @@
-"""The Exchange binder at the PowerShell boundary: a recording runner checks the exact cmdlets,
-parameters and order for Exchange 2010, 2013 and 2016/2019/SE, and scripted failures at every step.
+"""The Exchange binder against a fake organisation at the PowerShell boundary, per version.
 
-Exchange cannot run on Linux; nothing here proves that Exchange accepts these commands, only that
-certkeeper sends exactly what reference/exchange.md §3-4 says it should.
+Recorded transcripts (tests/transcripts/<version>/*.txt) hold the exact script text of every
+step for deploy, hybrid and rollback on 2010, 2013, 2016, 2019 and SE; every script is also parsed
+with tree-sitter-powershell and checked against what that version's PowerShell lacks. Exchange
+cannot run on Linux: this proves what certkeeper sends, not that Exchange accepts it.
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography import x509
 
 from certkeeper.binders.exchange import ExchangeBinder, ExchangeServer
-from certkeeper.binders.powershell import Command, ExchangeVersion, RecordingRunner, SecureString
+from certkeeper.binders.powershell import Command, ExchangeVersion
 from certkeeper.binders.windows import thumbprint
 from certkeeper.errors import BindError, ConfigError, VerifyError
 from certkeeper.model import Bundle, EndpointCheck, Verification
-from certkeeper.pki.pkcs12.structure import SCHANNEL_CSP
 from certkeeper.plugins import MemoryState, PluginContext
+from tests.fixtures.exchange import NETSH_SNI, FakeExchange, check_transcript, windows_name
 from tests.fixtures.gateways import TestPKI
+from tests.fixtures.powershell_syntax import problems
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
-SERVERS = (ExchangeServer("EX01", ("10.0.0.11:443",)), ExchangeServer("EX02", ("10.0.0.12:443",)))
-AUTH_THUMB = "A" * 40
+SERVERS = ("ex01.contoso.com", "ex02.contoso.com")
+ENDPOINTS = {"10.0.0.11:443": SERVERS[0], "10.0.0.12:443": SERVERS[1]}
+VERSIONS = [v.value for v in ExchangeVersion]
+UPDATE = bool(os.environ.get("CERTKEEPER_UPDATE_TRANSCRIPTS"))
 
 
 class FakeProbe:
-    """Stands in for the TLS probe: says which fingerprint each endpoint serves."""
+    """The TLS probe, answered from the fake: an endpoint serves what its server has for IIS."""
 
-    def __init__(self) -> None:
-        self.serving: dict[str, str] = {}
-        self.stuck: set[str] = set()  # endpoints that keep serving what they served
-        self.calls: list[tuple[str, tuple[str, ...]]] = []
+    def __init__(self, fake: FakeExchange) -> None:
+        self.fake = fake
+        self.stuck: dict[str, str] = {}  # endpoint -> thumbprint it keeps serving
+        self.calls: list[tuple[str, ...]] = []
 
     def __call__(self, bundle: Bundle, endpoints: Any) -> Verification:
-        self.calls.append((bundle.fingerprint, tuple(endpoints)))
+        self.calls.append(tuple(endpoints))
+        wanted = thumbprint(bundle.cert_pem)
         checks = []
         for endpoint in endpoints:
-            if endpoint not in self.stuck:
-                self.serving[endpoint] = bundle.fingerprint
-            served = self.serving.get(endpoint)
-            ok = served == bundle.fingerprint
-            checks.append(
-                EndpointCheck(endpoint, NAMES[0], ok, served, "ok" if ok else "serves another certificate")
-            )
+            served = self.stuck.get(endpoint) or next(iter(self.fake.enabled_for(ENDPOINTS[endpoint], "IIS")), None)
+            checks.append(EndpointCheck(endpoint, NAMES[0], served == wanted, served, "probe"))
         return Verification(tuple(checks))
 
 
-def make(
-    version: str, runner: RecordingRunner, probe: FakeProbe, state: MemoryState | None = None, **kwargs: Any
-) -> ExchangeBinder:
+def cert(bundle: Bundle) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(bundle.cert_pem)
+
+
+def organisation(version: str, old: Bundle, *, services: str = "IIS") -> FakeExchange:
+    fake = FakeExchange(ExchangeVersion(version), list(SERVERS))
+    for server in SERVERS:
+        fake.install(server, cert(old), services)
+    return fake
+
+
+def make(fake: FakeExchange, probe: FakeProbe, state: MemoryState | None = None, **kwargs: Any) -> ExchangeBinder:
+    servers = [ExchangeServer(SERVERS[0], ("10.0.0.11:443",)), ExchangeServer(SERVERS[1], ("10.0.0.12:443",))]
     return ExchangeBinder(
-        "exchange",
-        version=ExchangeVersion(version),
-        servers=SERVERS,
-        runner_for=lambda _server: runner,
+        "oa",
+        version=fake.version,
+        servers=servers,
+        sessions=fake.session,
         state=state or MemoryState(),
         prober=probe,
         **kwargs,
-    )
-
-
-def recorder() -> RecordingRunner:
-    return RecordingRunner(
-        outputs={
-            "Get-AuthConfig": lambda _c: [
-                {"CurrentCertificateThumbprint": AUTH_THUMB, "NextCertificateThumbprint": ""}
-            ],
-        }
     )
 
 
@@ -80,253 +80,247 @@ def bundles(test_pki: TestPKI) -> tuple[Bundle, Bundle]:
     return test_pki.bundle(*NAMES, common_name=NAMES[0]), test_pki.bundle(*NAMES, common_name=NAMES[0])
 
 
-def expected_deploy(server: str, thumb: str, pfx_len: int, friendly: str, restart: list[str]) -> list[str]:
-    return [
-        f"Get-ExchangeCertificate -Server '{server}' -Thumbprint '{thumb}' -ErrorAction 'SilentlyContinue'",
-        f"Import-ExchangeCertificate -Server '{server}' -FileData <{pfx_len} bytes> -Password <SecureString> "
-        f"-PrivateKeyExportable:$false -FriendlyName '{friendly}'",
-        f"Enable-ExchangeCertificate -Server '{server}' -Thumbprint '{thumb}' -Services 'IIS'",
-        *restart,
-    ]
+def tokens(old: Bundle, new: Bundle) -> dict[str, str]:
+    return {
+        thumbprint(old.cert_pem): "<OLD>",
+        thumbprint(new.cert_pem): "<NEW>",
+        windows_name(cert(old).issuer): "<OLD-ISSUER>",
+        windows_name(cert(new).issuer): "<NEW-ISSUER>",
+        windows_name(cert(old).subject): "<OLD-SUBJECT>",
+        windows_name(cert(new).subject): "<NEW-SUBJECT>",
+        f"{new.not_after:%Y-%m-%d}": "<NOT-AFTER>",
+    }
 
 
-@pytest.mark.parametrize("version", ["2010", "2013", "2016", "2019", "se"])
-def test_exact_commands_and_order(version: str, bundles: tuple[Bundle, Bundle]) -> None:
+def assert_scripts_run_on(fake: FakeExchange, version: str) -> None:
+    """Every script text sent parses and needs nothing newer than the version's PowerShell."""
+    powershell = ExchangeVersion(version).powershell
+    assert fake.scripts
+    for script in fake.scripts:
+        assert problems(script, powershell) == [], script
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_deploy_transcript(version: str, bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
-    runner, probe, state = recorder(), FakeProbe(), MemoryState()
-    binder = make(version, runner, probe, state, restart="app-pools")
-    binder.deploy(old, None)  # the first certificate, so certkeeper recorded importing it
-    runner.calls.clear()
+    fake = organisation(version, old, services="IIS, IMAP")
+    fake.services = {
+        s: [
+            {"Name": "MSExchangeIMAP4", "StartMode": "Auto", "State": "Running"},
+            {"Name": "MSExchangeIMAP4BE", "StartMode": "Auto", "State": "Running"},
+        ]
+        for s in SERVERS
+    }
+    fake.ssl_flags = ""  # the site root does not require SSL (an HTTP->HTTPS redirect)
+    probe, state = FakeProbe(fake), MemoryState()
+    binder = make(fake, probe, state, services=("IIS", "IMAP"))
+    for server in SERVERS:
+        binder.markers.add(server, thumbprint(old.cert_pem))
 
     binder.deploy(new, old)
 
     new_thumb, old_thumb = thumbprint(new.cert_pem), thumbprint(old.cert_pem)
-    imports = [c for c in runner.calls if c.name == "Import-ExchangeCertificate"]
-    pfx_len = len(imports[0].params["FileData"])
-    friendly = f"certkeeper mail {new.not_after:%Y-%m-%d}"
-    pools = [
-        "Restart-WebAppPool -Name 'MSExchangeOWAAppPool'",
-        "Restart-WebAppPool -Name 'MSExchangeECPAppPool'",
-    ]
-    assert runner.lines() == [
-        *expected_deploy("EX01", new_thumb, pfx_len, friendly, pools),
-        *expected_deploy("EX02", new_thumb, pfx_len, friendly, pools),
-    ]
-    # never -FileName; the old certificate is not removed by deploy
-    assert not any("FileName" in dict(c.parameters) or c.name.startswith("Remove-") for c in runner.calls)
-    # one server at a time, verified before the next one starts
-    assert probe.calls[-2:] == [(new.fingerprint, ("10.0.0.11:443",)), (new.fingerprint, ("10.0.0.12:443",))]
+    for server in SERVERS:
+        assert fake.enabled_for(server, "IIS") == [new_thumb] and fake.enabled_for(server, "IMAP") == [new_thumb]
+        assert old_thumb in fake.certificates[server]  # removal waits for retire
+        assert binder.markers.has(server, new_thumb)
+    enable = next(line for line in fake.transcript if "Enable-ExchangeCertificate" in line)
+    assert "-DoNotRequireSsl:$true" in enable and "-ErrorAction 'Stop'" in enable
+    # one session per server per deploy, all closed
+    assert fake.opened == list(SERVERS) and len(fake.closed) == 4
+    assert probe.calls == [("10.0.0.11:443",), ("10.0.0.12:443",)]
+    imap = [line for line in fake.transcript if "Restart-Service" in line]
+    expected_services = "'MSExchangeIMAP4','MSExchangeIMAP4BE'" if version != "2010" else "'MSExchangeIMAP4'"
+    if version == "2010":
+        fake.services = {}
+    assert len(imap) == 2 and expected_services in "\n".join(fake.transcript)
 
-    # the PFX: opens with the SecureString password, carries the chain and the legacy-CSP tag
-    password = imports[0].params["Password"]
-    assert isinstance(password, SecureString)
-    pfx = imports[0].params["FileData"]
-    loaded = pkcs12.load_pkcs12(pfx, password.value.encode())
-    assert loaded.cert is not None and loaded.key is not None and len(loaded.additional_certs) == 1
-    info = subprocess.run(
-        ["openssl", "pkcs12", "-legacy", "-nodes", "-nocerts", "-passin", f"pass:{password.value}"],
-        input=pfx,
-        capture_output=True,
-    )
-    assert f"Microsoft CSP Name: {SCHANNEL_CSP}" in info.stdout.decode(), info.stderr
-    algorithm = subprocess.run(
-        ["openssl", "pkcs12", "-legacy", "-info", "-noout", "-passin", f"pass:{password.value}"],
-        input=pfx,
-        capture_output=True,
-    ).stderr.decode()
-    # Windows Server 2016 and older only read 3DES; Exchange 2019/SE run on 2019+
-    assert ("AES-256-CBC" in algorithm) == (version in ("2019", "se"))
-
-    # retire: only after deploy, only the recorded thumbprint, never the Auth certificate
-    runner.calls.clear()
     binder.retire(old, new)
-    remove = [
-        f"Remove-ExchangeCertificate -Server '{s}' -Thumbprint '{old_thumb}' -Confirm:$false"
-        for s in ("EX01", "EX02")
-    ]
-    if version == "2010":  # no Get-AuthConfig (no OAuth certificate) on 2010
-        assert runner.lines() == remove
-    else:
-        assert runner.lines() == ["Get-AuthConfig", remove[0], "Get-AuthConfig", remove[1]]
-    runner.calls.clear()
-    binder.retire(old, new)  # markers are gone: nothing to remove twice
-    assert runner.calls == []
+    for server in SERVERS:
+        assert old_thumb not in fake.certificates[server] and not binder.markers.has(server, old_thumb)
+    assert_scripts_run_on(fake, version)
+    check_transcript(f"{version}/deploy", fake.scrubbed(tokens(old, new)), UPDATE)
 
 
-def test_redeploy_skips_import_when_the_certificate_is_there(bundles: tuple[Bundle, Bundle]) -> None:
-    _, new = bundles
-    runner = RecordingRunner(
-        outputs={"Get-ExchangeCertificate": lambda c: [{"Thumbprint": c.params["Thumbprint"]}]}
-    )
-    binder = make("2016", runner, FakeProbe())
-    binder.deploy(new, None)
-    assert runner.names() == ["Get-ExchangeCertificate", "Enable-ExchangeCertificate"] * 2
-    # not imported by certkeeper, so retire will never remove it
-    assert not binder.markers.has("EX01", thumbprint(new.cert_pem))
-
-
-STEPS = [
-    "Get-ExchangeCertificate",
-    "Import-ExchangeCertificate",
-    "Enable-ExchangeCertificate",
-    "Restart-WebAppPool",
-    "verify",
-]
-
-
-@pytest.mark.parametrize("version", ["2010", "2013", "2019"])
-@pytest.mark.parametrize("failing_server", ["EX01", "EX02"])
-@pytest.mark.parametrize("step", STEPS)
-def test_failure_at_each_step_rolls_back_and_never_removes_early(
-    version: str, failing_server: str, step: str, bundles: tuple[Bundle, Bundle]
-) -> None:
-    old, new = bundles
+@pytest.mark.parametrize("version", VERSIONS)
+def test_hybrid_transcript(version: str, bundles: tuple[Bundle, Bundle], test_pki: TestPKI) -> None:
+    old, _ = bundles
+    # Let's Encrypt rotates intermediates: the renewal comes from another issuer
+    other_issuer = test_pki.root.create_child_ca()
+    new = test_pki.bundle(*NAMES, common_name=NAMES[0], ca=other_issuer)
+    fake = organisation(version, old, services="IIS, SMTP")
+    old_name = f"<I>{windows_name(cert(old).issuer)}<S>{windows_name(cert(old).subject)}"
+    new_name = f"<I>{windows_name(cert(new).issuer)}<S>{windows_name(cert(new).subject)}"
     old_thumb, new_thumb = thumbprint(old.cert_pem), thumbprint(new.cert_pem)
-    runner, probe, state = recorder(), FakeProbe(), MemoryState()
-    binder = make(version, runner, probe, state, restart="app-pools")
-    binder.deploy(old, None)
-    runner.calls.clear()
-
-    def fail_on_server(command: Command) -> str | None:
-        if command.params.get("Server", failing_server) != failing_server:
-            return None
-        if command.name == "Enable-ExchangeCertificate" and command.params["Thumbprint"] == old_thumb:
-            return None  # the rollback itself works
-        return "The operation couldn't be performed because of an injected failure."
-
-    if step == "verify":
-        probe.stuck.add("10.0.0.11:443" if failing_server == "EX01" else "10.0.0.12:443")
-    elif step == "Restart-WebAppPool":
-        # fail only the restart right after the NEW certificate was enabled on the failing server
-        def restart_fails(command: Command) -> str | None:
-            last_enable = [c for c in runner.calls if c.name == "Enable-ExchangeCertificate"][-1]
-            if (
-                last_enable.params["Server"] == failing_server
-                and last_enable.params["Thumbprint"] == new_thumb
-            ):
-                return "Restart-WebAppPool: injected failure"
-            return None
-
-        runner.fail[step] = restart_fails
+    if version == "2010":
+        fake.send_connectors = [
+            {"Identity": "Outbound to Office 365", "Fqdn": "mail.contoso.com", "RequireTLS": "True"}
+        ]
+        fake.hybrid = {"Name": "Hybrid Configuration", "SecureMailCertificateThumbprint": old_thumb}
     else:
-        runner.fail[step] = fail_on_server
+        fake.send_connectors = [
+            {"Identity": "Outbound to Office 365 - 1b2c", "TlsCertificateName": old_name, "Fqdn": "mail.contoso.com"},
+            {"Identity": "Internet", "TlsCertificateName": None, "Fqdn": ""},
+        ]
+        fake.receive_connectors = {
+            s: [
+                {
+                    "Identity": f"{s.split('.')[0].upper()}\\Default Frontend {s.split('.')[0].upper()}",
+                    "TlsCertificateName": old_name,
+                }
+            ]
+            for s in SERVERS
+        }
+        fake.hybrid = {"Name": "Hybrid Configuration", "TlsCertificateName": old_name}
+    probe = FakeProbe(fake)
+    binder = make(fake, probe, services=("IIS", "SMTP"), smtp_replace_default=True, hybrid=True)
+    for server in SERVERS:
+        binder.markers.add(server, old_thumb)
 
-    expected_error = VerifyError if step == "verify" else BindError
-    with pytest.raises(expected_error) as caught:
+    binder.deploy(new, old)
+
+    if version == "2010":
+        assert fake.hybrid["SecureMailCertificateThumbprint"] == new_thumb
+    else:
+        assert fake.send_connectors[0]["TlsCertificateName"] == new_name
+        assert fake.send_connectors[1]["TlsCertificateName"] is None  # never named the old one
+        assert all(c["TlsCertificateName"] == new_name for cs in fake.receive_connectors.values() for c in cs)
+        assert fake.hybrid["TlsCertificateName"] == new_name
+    enables = [line for line in fake.transcript if "Enable-ExchangeCertificate" in line]
+    assert all("-Force" in line for line in enables)
+    binder.retire(old, new)  # only now can the old one go
+    assert all(old_thumb not in fake.certificates[s] for s in SERVERS)
+    assert_scripts_run_on(fake, version)
+    check_transcript(f"{version}/hybrid", fake.scrubbed(tokens(old, new)), UPDATE)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_rollback_transcript(version: str, bundles: tuple[Bundle, Bundle]) -> None:
+    old, new = bundles
+    fake = organisation(version, old)
+    probe = FakeProbe(fake)
+    probe.stuck["10.0.0.12:443"] = thumbprint(old.cert_pem)  # ex02 keeps serving the old one
+    binder = make(fake, probe)
+    with pytest.raises(VerifyError) as caught:
         binder.deploy(new, old)
     message = str(caught.value)
-    step_word = {
+    old_thumb, new_thumb = thumbprint(old.cert_pem), thumbprint(new.cert_pem)
+    assert message.startswith(f"oa: {SERVERS[1]}: verify:")
+    assert f"previous certificate {old_thumb} enabled again on {SERVERS[1]}, {new_thumb} removed again" in message
+    assert f"previous certificate {old_thumb} enabled again on {SERVERS[0]}" in message
+    for server in SERVERS:
+        assert fake.enabled_for(server, "IIS") == [old_thumb]
+        assert new_thumb not in fake.certificates[server]
+        assert not binder.markers.has(server, new_thumb)
+    assert_scripts_run_on(fake, version)
+    check_transcript(f"{version}/rollback", fake.scrubbed(tokens(old, new)), UPDATE)
+
+
+@pytest.mark.parametrize("version", ["2010", "2019"])
+def test_hybrid_update_failure_keeps_the_old_certificate(
+    version: str, bundles: tuple[Bundle, Bundle], test_pki: TestPKI
+) -> None:
+    old, _ = bundles
+    new = test_pki.bundle(*NAMES, common_name=NAMES[0], ca=test_pki.root.create_child_ca())
+    fake = organisation(version, old, services="IIS, SMTP")
+    old_thumb = thumbprint(old.cert_pem)
+    old_name = f"<I>{windows_name(cert(old).issuer)}<S>{windows_name(cert(old).subject)}"
+    fake.send_connectors = [{"Identity": "Outbound to Office 365", "TlsCertificateName": old_name}]
+    fake.receive_connectors[SERVERS[0]] = [{"Identity": "EX01\\Default Frontend EX01", "TlsCertificateName": old_name}]
+    fake.hybrid = {"TlsCertificateName": old_name, "SecureMailCertificateThumbprint": old_thumb}
+    fake.fail["Set-HybridConfiguration"] = "The operation couldn't be performed (object not found)."
+    binder = make(fake, FakeProbe(fake), services=("IIS", "SMTP"), smtp_replace_default=True, hybrid=True)
+    with pytest.raises(BindError, match="oa: hybrid: Set-HybridConfiguration failed") as caught:
+        binder.deploy(new, old)
+    assert f"the previous certificate {old_thumb} is kept" in str(caught.value)
+    if version != "2010":
+        assert "Send connector Outbound to Office 365 put back" in str(caught.value)
+        assert fake.send_connectors[0]["TlsCertificateName"] == old_name
+        assert fake.receive_connectors[SERVERS[0]][0]["TlsCertificateName"] == old_name
+    for server in SERVERS:
+        assert fake.enabled_for(server, "SMTP") == [old_thumb] and old_thumb in fake.certificates[server]
+
+
+STEPS = ["Get-ExchangeCertificate", "Import-ExchangeCertificate", "Enable-ExchangeCertificate", "Restart-WebAppPool"]
+
+
+@pytest.mark.parametrize("version", ["2010", "2016"])
+@pytest.mark.parametrize("step", STEPS)
+def test_an_error_record_at_each_step_rolls_back_and_leaves_no_marker(
+    version: str, step: str, bundles: tuple[Bundle, Bundle]
+) -> None:
+    old, new = bundles
+    fake = organisation(version, old)
+    new_thumb = thumbprint(new.cert_pem)
+
+    failed: list[str] = []
+
+    def on_ex01_for_new(server: str, command: Command) -> str | None:
+        if server != SERVERS[0] or command.params.get("Thumbprint", new_thumb) != new_thumb or failed:
+            return None
+        failed.append(command.name)  # once: the rollback's own restart works
+        return "An error record (non-terminating) the way Exchange writes them."
+
+    fake.fail[step] = on_ex01_for_new
+    binder = make(fake, FakeProbe(fake))
+    with pytest.raises(BindError) as caught:
+        binder.deploy(new, old)
+    word = {
         "Get-ExchangeCertificate": "import",
         "Import-ExchangeCertificate": "import",
         "Enable-ExchangeCertificate": "enable",
         "Restart-WebAppPool": "restart",
-        "verify": "verify",
     }[step]
-    assert f"exchange: {failing_server}: {step_word}:" in message
-
-    # the previous certificate is never removed by a failed deploy
-    assert not any(c.name.startswith("Remove-") for c in runner.calls)
-    # later servers are not touched
-    if failing_server == "EX01":
-        assert all(c.params.get("Server") in (None, "EX01") for c in runner.calls)
-        assert "not attempted: EX02" in message
-    enables = [
-        (c.params["Server"], c.params["Thumbprint"])
-        for c in runner.calls
-        if c.name == "Enable-ExchangeCertificate"
-    ]
-    if step_word == "import":
-        # nothing was enabled on the failing server, so nothing to undo there
-        assert (failing_server, new_thumb) not in enables and (failing_server, old_thumb) not in enables
-        assert "nothing was changed" in message
-    else:
-        # the failing server goes back to the previous certificate, after the new one
-        assert enables.index((failing_server, old_thumb)) > enables.index((failing_server, new_thumb))
-        assert f"previous certificate {old_thumb} enabled again on {failing_server}" in message
-    if failing_server == "EX02":
-        # EX01 was done in this run: it is put back too, so the namespace serves one certificate
-        assert enables[-1] == ("EX01", old_thumb)
-    # the new certificate was imported by certkeeper where the import ran, so a later retry/retire knows it
-    if step != "Get-ExchangeCertificate" and step != "Import-ExchangeCertificate":
-        assert binder.markers.has(failing_server, new_thumb)
+    assert f"oa: {SERVERS[0]}: {word}:" in str(caught.value) and f"not attempted: {SERVERS[1]}" in str(caught.value)
+    assert not any(SERVERS[1] in line and "Import-ExchangeCertificate" in line for line in fake.transcript)
+    assert fake.enabled_for(SERVERS[0], "IIS") == [thumbprint(old.cert_pem)]
+    assert not binder.markers.has(SERVERS[0], new_thumb)
+    assert new_thumb not in fake.certificates[SERVERS[0]]
 
 
-def test_rollback_without_a_previous_certificate_says_so(bundles: tuple[Bundle, Bundle]) -> None:
-    _, new = bundles
-    probe = FakeProbe()
-    probe.stuck.add("10.0.0.11:443")
-    binder = make("2019", recorder(), probe)
-    with pytest.raises(VerifyError, match="no previous certificate to restore"):
-        binder.deploy(new, None)
-
-
-def test_retire_leaves_certificates_certkeeper_did_not_import_and_the_auth_certificate(
-    bundles: tuple[Bundle, Bundle], test_pki: TestPKI
-) -> None:
+def test_sni_binding_refused_before_anything_changes(bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
-    runner = recorder()
-    binder = make("2019", runner, FakeProbe())
-    binder.retire(old, new)  # old was never imported by certkeeper
-    assert runner.calls == []
-
-    # a certificate certkeeper imported that has since become the Auth certificate is kept
-    binder.markers.add("EX01", thumbprint(old.cert_pem))
-    runner.outputs["Get-AuthConfig"] = lambda _c: [{"CurrentCertificateThumbprint": thumbprint(old.cert_pem)}]
-    binder.retire(old, new)
-    assert runner.names() == ["Get-AuthConfig"]
-    assert binder.markers.has("EX01", thumbprint(old.cert_pem))
-
-    runner.calls.clear()
-    binder.retire(new, new)  # same certificate: nothing to do
-    assert runner.calls == []
-
-    # when Get-AuthConfig says nothing usable, nothing is removed
-    runner.outputs["Get-AuthConfig"] = lambda _c: ["garbled"]
-    binder.retire(old, new)
-    assert runner.names() == ["Get-AuthConfig"]
-    assert binder.markers.has("EX01", thumbprint(old.cert_pem))
+    fake = organisation("2019", old)
+    fake.netsh[SERVERS[1]] = list(NETSH_SNI)
+    with pytest.raises(
+        BindError,
+        match=r"ex02.contoso.com: pre-flight: netsh http show sslcert lists "
+        r"mail.contoso.com:443 .*nothing was changed",
+    ):
+        make(fake, FakeProbe(fake)).deploy(new, old)
+    assert not any("-ExchangeCertificate" in line and "Get-" not in line for line in fake.transcript)
 
 
-def test_retire_failure_is_a_bind_error_naming_the_step(bundles: tuple[Bundle, Bundle]) -> None:
+def test_retire_reports_a_refused_removal_and_keeps_the_marker(bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
-    runner = recorder()
-    runner.fail["Remove-ExchangeCertificate"] = (
-        "These certificates are tagged with following Send Connectors : Outbound to Office 365."
+    fake = organisation("2016", old)
+    old_thumb = thumbprint(old.cert_pem)
+    fake.fail["Remove-ExchangeCertificate"] = lambda server, c: (
+        "A special Rpc error occurs on server: These certificates are tagged with following Send Connectors : "
+        "Outbound to Office 365."
+        if server == SERVERS[0]
+        else None
     )
-    binder = make("2016", runner, FakeProbe())
-    binder.markers.add("EX01", thumbprint(old.cert_pem))
-    with pytest.raises(BindError, match="exchange: EX01: retire: Remove-ExchangeCertificate failed: These"):
+    binder = make(fake, FakeProbe(fake))
+    for server in SERVERS:
+        fake.certificates[server][old_thumb]["Services"] = "None"
+        binder.markers.add(server, old_thumb)
+    with pytest.raises(BindError, match=r"retire: the previous certificate stays: ex01.contoso.com: .*tagged"):
         binder.retire(old, new)
-    assert binder.markers.has("EX01", thumbprint(old.cert_pem))  # still ours; try again later
+    assert binder.markers.has(SERVERS[0], old_thumb)  # not counted as done
+    assert not binder.markers.has(SERVERS[1], old_thumb)  # the other server still went ahead
 
 
-def test_smtp_needs_explicit_consent_and_then_passes_force(bundles: tuple[Bundle, Bundle]) -> None:
-    _, new = bundles
-    with pytest.raises(ConfigError, match="replaces the default SMTP certificate"):
-        make("2019", recorder(), FakeProbe(), services=("IIS", "SMTP"))
-    runner = recorder()
-    binder = make(
-        "2019",
-        runner,
-        FakeProbe(),
-        services=("IIS", "SMTP"),
-        smtp_replace_default=True,
-        do_not_require_ssl=True,
-    )
-    binder.deploy(new, None)
-    enable = next(c for c in runner.calls if c.name == "Enable-ExchangeCertificate")
-    assert enable.describe() == (
-        f"Enable-ExchangeCertificate -Server 'EX01' -Thumbprint '{thumbprint(new.cert_pem)}' "
-        "-Services 'IIS,SMTP' -Force -DoNotRequireSsl"
-    )
-
-
-def test_iisreset_restart(bundles: tuple[Bundle, Bundle]) -> None:
-    _, new = bundles
-    runner = recorder()
-    make("2013", runner, FakeProbe(), restart="iisreset").deploy(new, None)
-    resets = [c for c in runner.calls if c.name == "iisreset"]
-    assert len(resets) == 2 and resets[0].script is not None and "/noforce" in resets[0].script
+def test_retire_never_removes_the_auth_certificate_or_unmarked_ones(bundles: tuple[Bundle, Bundle]) -> None:
+    old, new = bundles
+    fake = organisation("2019", old)
+    binder = make(fake, FakeProbe(fake))
+    binder.retire(old, new)  # never imported by certkeeper
+    assert fake.transcript == []
+    fake.auth_thumb = thumbprint(old.cert_pem)
+    binder.markers.add(SERVERS[0], thumbprint(old.cert_pem))
+    binder.retire(old, new)
+    assert [line.split("] ")[1] for line in fake.transcript if line.startswith("[")] == ["Get-AuthConfig"]
 
 
 def test_options(tmp_path: Path) -> None:
@@ -338,43 +332,45 @@ def test_options(tmp_path: Path) -> None:
     )
     good = {
         "version": "2019",
-        "servers": ["EX01", {"name": "EX02", "verify": ["10.0.0.12:443"]}],
-        "verify": ["mail.contoso.com:443"],
+        "servers": [
+            {"name": "ex01.contoso.com", "verify": ["10.0.0.11:443"]},
+            {"name": "ex02.contoso.com", "verify": ["10.0.0.12:443"]},
+        ],
+        "username": "svc@CONTOSO.COM",
+        "password": "env:X",
     }
     binder = ExchangeBinder.from_options("ex", good, context)
-    assert binder.servers == (
-        ExchangeServer("EX01", ("mail.contoso.com:443",)),
-        ExchangeServer("EX02", ("10.0.0.12:443",)),
-    )
-    assert binder.pfx_encryption == "aes256"
-    assert ExchangeBinder.from_options("ex", {**good, "version": "2016"}, context).pfx_encryption == "legacy"
+    assert [s.name for s in binder.servers] == ["ex01.contoso.com", "ex02.contoso.com"]
+    assert binder.pfx_encryption == "aes256" and binder.restart == "app-pools"
+    shared = {**good, "servers": ["ex01.contoso.com", "ex02.contoso.com"], "verify": ["mail.contoso.com:443"]}
     for bad, match in [
         ({**good, "version": "2007"}, r"bindings\.ex\.version"),
-        ({**good, "servers": []}, r"bindings\.ex\.servers"),
+        ({**good, "auth": "ntlm"}, "accepts Kerberos only"),
+        ({**good, "username": "CONTOSO\\svc"}, "UPN form"),
+        ({**good, "servers": ["EX01"], "verify": ["10.0.0.11:443"]}, "own FQDN"),
+        (shared, "share the verify endpoint mail.contoso.com:443"),
+        ({**good, "services": ["IIS", "SMTP"]}, "Edge Subscription"),
+        ({**good, "hybrid": True}, 'add "SMTP" to services'),
+        ({**good, "runner": "local"}, "local runner manages the server certkeeper runs on"),
         ({**good, "services": ["Federation"]}, "federation trust"),
-        ({**good, "services": ["UM"]}, "Unified Messaging"),
-        ({**good, "restart": "iisreset"}, "remote endpoint cannot recycle"),
-        ({**good, "auth": "ntlm"}, "needs username and password"),
-        ({**good, "friendly_name": "x" * 64}, r"bindings\.ex\.friendly_name"),
-        ({**good, "verify": []}, r"bindings\.ex\.verify: EX01 has no endpoint"),
+        ({**good, "do_not_require_ssl": True}, "do_not_require_ssl"),
     ]:
         with pytest.raises(ConfigError, match=match):
             ExchangeBinder.from_options("ex", bad, context)
-    local = ExchangeBinder.from_options("ex", {**good, "runner": "local", "restart": "iisreset"}, context)
-    assert local.restart == "iisreset"
 
 
-def test_no_secret_reaches_the_logs(bundles: tuple[Bundle, Bundle], caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_reaches_the_logs_or_the_transcript(
+    bundles: tuple[Bundle, Bundle], caplog: pytest.LogCaptureFixture
+) -> None:
     old, new = bundles
-    runner = recorder()
-    probe = FakeProbe()
-    probe.stuck.add("10.0.0.12:443")
-    binder = make("2019", runner, probe)
+    fake = organisation("2019", old)
+    seen: list[str] = []
+    fake.fail["Import-ExchangeCertificate"] = lambda s, c: seen.append(c.params["Password"].value) or None  # type: ignore[func-returns-value]
+    probe = FakeProbe(fake)
+    probe.stuck["10.0.0.12:443"] = "0" * 40
     caplog.set_level(logging.DEBUG)
     with pytest.raises(VerifyError) as caught:
-        binder.deploy(new, old)
-    imported = next(c for c in runner.calls if c.name == "Import-ExchangeCertificate")
-    password = imported.params["Password"].value
-    text = caplog.text + str(caught.value) + "\n".join(runner.lines()) + repr(runner.calls)
-    assert password not in text
-    assert "PRIVATE KEY" not in text
+        make(fake, probe).deploy(new, old)
+    text = caplog.text + str(caught.value) + "\n".join(fake.transcript)
+    assert seen and all(password not in text for password in seen)
+    assert "PRIVATE KEY" not in text and "-Password $Password" in text

@@ -15,6 +15,7 @@ from certkeeper.errors import BindError, ConfigError, VerifyError
 from certkeeper.model import Bundle, EndpointCheck, Verification
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.gateways import TestPKI
+from tests.fixtures.powershell_syntax import problems
 
 BINDINGS = (IisBinding("mail.contoso.com", 443, "*", True), IisBinding("", 8443, "*", False))
 BOUND_BEFORE = {443: "1" * 40, 8443: "2" * 40}
@@ -28,9 +29,7 @@ class Probe:
     def __call__(self, bundle: Bundle, endpoints: Any) -> Verification:
         self.calls += 1
         served = bundle.fingerprint if self.ok else "0" * 64
-        return Verification(
-            tuple(EndpointCheck(e, "mail.contoso.com", self.ok, served, "x") for e in endpoints)
-        )
+        return Verification(tuple(EndpointCheck(e, "mail.contoso.com", self.ok, served, "x") for e in endpoints))
 
 
 def runner_with_bindings() -> RecordingRunner:
@@ -65,50 +64,60 @@ def test_exact_commands(bundles: tuple[Bundle, Bundle]) -> None:
     iis = binder(runner, probe)
     iis.deploy(new, old)
     t = thumbprint(new.cert_pem)
-    pfx = runner.calls[1].params["FileData"]
-    assert runner.lines() == [
-        f"Get-ChildItem -Path 'Cert:\\LocalMachine\\My\\{t}' -ErrorAction 'SilentlyContinue'",
-        f"Import-PfxCertificate -FileData <{len(pfx)} bytes> -Password <SecureString> "
-        "-CertStoreLocation 'Cert:\\LocalMachine\\My' -Exportable:$false",
-        f"Set-IisSslBinding -Site 'Default Web Site' -IPAddress '*' -Port 443 -HostHeader 'mail.contoso.com' "
-        f"-Sni:$true -Thumbprint '{t}'",
-        f"Set-IisSslBinding -Site 'Default Web Site' -IPAddress '*' -Port 8443 -HostHeader '' "
-        f"-Sni:$false -Thumbprint '{t}'",
+    pfx = runner.calls[2].params["FileData"]
+    assert [c.name for c in runner.calls] == [
+        "Get-Website",
+        "Get-ChildItem",
+        "Import-Pfx (X509Store)",
+        "Set-IisSslBinding",
+        "Set-IisSslBinding",
     ]
-    assert (
-        runner.calls[1].script == IMPORT_PFX_SCRIPT
-        and "Import-PfxCertificate @arguments" in IMPORT_PFX_SCRIPT
+    assert runner.calls[1].describe() == (
+        f"Get-ChildItem -Path 'Cert:\\LocalMachine\\My\\{t}' -ErrorAction 'SilentlyContinue'"
     )
-    assert runner.calls[2].script == SET_BINDING_SCRIPT and "AddSslCertificate" in SET_BINDING_SCRIPT
-    password = runner.calls[1].params["Password"]
+    assert (
+        runner.calls[2]
+        .describe()
+        .endswith("} -FileData $FileData -Password $Password -StoreName 'My' -Exportable:$false")
+    )
+    assert (
+        runner.calls[3]
+        .describe()
+        .endswith(
+            f"}} -Site 'Default Web Site' -IPAddress '*' -Port 443 -HostHeader 'mail.contoso.com' -Sni:$true "
+            f"-Thumbprint '{t}'"
+        )
+    )
+    # PowerShell 2.0 and no Import-PfxCertificate (Windows Server 2012+ only)
+    for command in runner.calls:
+        assert problems(command.describe(), "2.0") == [], command.describe()
+    assert runner.calls[2].script == IMPORT_PFX_SCRIPT and "X509Store" in IMPORT_PFX_SCRIPT
+    assert runner.calls[3].script == SET_BINDING_SCRIPT and "AddSslCertificate" in SET_BINDING_SCRIPT
+    password = runner.calls[2].params["Password"]
     assert isinstance(password, SecureString)
     assert pkcs12.load_pkcs12(pfx, password.value.encode()).cert is not None
     assert probe.calls == 1 and runner.closed == 1
     assert iis.markers.has("web01", t)
 
 
-@pytest.mark.parametrize("failing", ["Get-ChildItem", "Import-PfxCertificate", "bind-1", "bind-2", "verify"])
+@pytest.mark.parametrize("failing", ["Get-ChildItem", "Import-Pfx (X509Store)", "bind-1", "bind-2", "verify"])
 def test_failures_restore_the_bindings_that_changed(failing: str, bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
     t = thumbprint(new.cert_pem)
     runner, probe = runner_with_bindings(), Probe(ok=failing != "verify")
-    if failing in ("Get-ChildItem", "Import-PfxCertificate"):
+    if failing in ("Get-ChildItem", "Import-Pfx (X509Store)"):
         runner.fail[failing] = "Access is denied."
     elif failing.startswith("bind"):
         port = 443 if failing == "bind-1" else 8443
 
         def fail(command: Command) -> str | None:
-            return (
-                "injected" if command.params["Port"] == port and command.params["Thumbprint"] == t else None
-            )
+            return "injected" if command.params["Port"] == port and command.params["Thumbprint"] == t else None
 
         runner.fail["Set-IisSslBinding"] = fail
     with pytest.raises(VerifyError if failing == "verify" else BindError) as caught:
         binder(runner, probe).deploy(new, old)
-    rebinds = [
-        (c.params["Port"], c.params["Thumbprint"]) for c in runner.calls if c.name == "Set-IisSslBinding"
-    ]
-    if failing in ("Get-ChildItem", "Import-PfxCertificate", "bind-1"):
+    rebinds = [(c.params["Port"], c.params["Thumbprint"]) for c in runner.calls if c.name == "Set-IisSslBinding"]
+    if failing in ("Get-ChildItem", "Import-Pfx (X509Store)", "bind-1"):
         assert "no binding was changed" in str(caught.value)
         assert all(thumb == t for _, thumb in rebinds)
     else:
@@ -134,7 +143,36 @@ def test_retire_only_what_certkeeper_imported(bundles: tuple[Bundle, Bundle]) ->
     iis.deploy(new, old)
     runner.calls.clear()
     iis.retire(old, new)
-    assert runner.lines() == [f"Remove-Item -Path 'Cert:\\LocalMachine\\My\\{thumbprint(old.cert_pem)}'"]
+    assert runner.lines() == [
+        f"Remove-Item -Path 'Cert:\\LocalMachine\\My\\{thumbprint(old.cert_pem)}' -ErrorAction 'Stop'"
+    ]
+
+
+def test_a_server_running_exchange_is_refused(bundles: tuple[Bundle, Bundle]) -> None:
+    old, new = bundles
+    runner = runner_with_bindings()
+    runner.outputs["Get-Website"] = lambda _c: ["Default Web Site", "Exchange Back End"]
+    with pytest.raises(BindError, match=r"web01 runs Exchange \(it has the 'Exchange Back End' site\)"):
+        binder(runner, Probe()).deploy(new, old)
+    assert runner.names() == ["Get-Website"]
+
+
+def test_dry_run_plan_parses(bundles: tuple[Bundle, Bundle]) -> None:
+    old, new = bundles
+    steps = binder(runner_with_bindings(), Probe()).plan(new, old)
+    assert [s.step for s in steps] == [
+        "pre-flight",
+        "find",
+        "import",
+        "bind *:443:mail.contoso.com",
+        "bind *:8443:",
+        "verify",
+        "retire",
+    ]
+    for step in steps:
+        if step.endpoint != "certkeeper":  # the TLS probe runs in certkeeper, not in PowerShell
+            assert problems(step.script, "2.0") == [], step.script
+    assert "$Password = ConvertTo-SecureString -String '<redacted>' -AsPlainText -Force" in steps[2].script
 
 
 def test_options_refuse_exchange_back_end(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import tree_sitter_powershell
 from tree_sitter import Language, Parser
 
-from certkeeper.binders.powershell import LocalRunner, RecordingRunner
+from certkeeper.binders.powershell import SWITCH, LocalRunner, RecordingRunner
 from certkeeper.errors import IssuanceError
 from certkeeper.issuers.acme.solvers.dns01 import Dns, txt_value
 from certkeeper.issuers.acme.solvers.windows_dns import (
@@ -53,13 +53,14 @@ def test_present_and_cleanup_run_the_dnsserver_cmdlets() -> None:
     windows.present("mail.contoso.com", "t", KEY_AUTHORIZATION)
     windows.cleanup("mail.contoso.com", "t", KEY_AUTHORIZATION)
     windows.present("*.contoso.com", "t", KEY_AUTHORIZATION)
-    assert recorder.lines() == [
-        f"Add-DnsServerResourceRecord -ComputerName 'dc01.contoso.com' -ZoneName 'contoso.com' "
-        f"-Name '_acme-challenge.mail' -Txt -DescriptiveText '{VALUE}' -TimeToLive 60",
-        f"Remove-DnsServerResourceRecord -ComputerName 'dc01.contoso.com' -ZoneName 'contoso.com' "
-        f"-Name '_acme-challenge.mail' -RRType 'Txt' -RecordData '{VALUE}' -Force",
-        f"Add-DnsServerResourceRecord -ComputerName 'dc01.contoso.com' -ZoneName 'contoso.com' "
-        f"-Name '_acme-challenge' -Txt -DescriptiveText '{VALUE}' -TimeToLive 60",
+    dc, zone = ("ComputerName", "dc01.contoso.com"), ("ZoneName", "contoso.com")
+    assert [(command.name, command.parameters) for command in recorder.calls] == [
+        ("Add-DnsServerResourceRecord",
+         (dc, zone, ("Name", "_acme-challenge.mail"), ("Txt", SWITCH), ("DescriptiveText", VALUE), ("TimeToLive", 60))),
+        ("Remove-DnsServerResourceRecord",
+         (dc, zone, ("Name", "_acme-challenge.mail"), ("RRType", "Txt"), ("RecordData", VALUE), ("Force", SWITCH))),
+        ("Add-DnsServerResourceRecord",
+         (dc, zone, ("Name", "_acme-challenge"), ("Txt", SWITCH), ("DescriptiveText", VALUE), ("TimeToLive", 60))),
     ]
     assert [command.script for command in recorder.calls] == [ADD_TXT_SCRIPT, REMOVE_TXT_SCRIPT, ADD_TXT_SCRIPT]
     assert recorder.closed == 3  # one runner per change, always closed
@@ -95,12 +96,15 @@ def test_relative_name_outside_the_zone_is_refused() -> None:
 def test_scripts_parse_as_powershell(command: object) -> None:
     script = command.script  # type: ignore[attr-defined]
     assert errors(script) == []
-    # and as the local runner sends them (-EncodedCommand, values on stdin)
+    # and as the local runner sends them: a bootstrap on the command line, the step on stdin
     runner = LocalRunner()
-    encoded = runner.argv(command)[-1]  # type: ignore[arg-type]
-    sent = base64.b64decode(encoded).decode("utf-16-le")
+    bootstrap = base64.b64decode(runner.argv()[-1]).decode("utf-16-le")
+    assert errors(bootstrap) == []
+    assert VALUE not in bootstrap  # the value never appears on the command line
+    [script_line] = [line for line in LocalRunner.request(command).decode().splitlines()  # type: ignore[arg-type]
+                     if line.startswith("SCRIPT ")]
+    sent = base64.b64decode(script_line.removeprefix("SCRIPT ")).decode()
     assert errors(sent) == []
-    assert VALUE not in sent  # the value travels on stdin, not in the script
 
 
 def test_the_parser_catches_a_broken_script() -> None:

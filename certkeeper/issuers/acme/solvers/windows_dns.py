@@ -7,7 +7,7 @@ runs PowerShell (the certkeeper service account, or the PSRP user), which needs 
 create records in the zone (a member of DnsAdmins, or a delegated permission on the zone).
 
 Both commands are fixed scripts standing for the cmdlet they call, with the cmdlet's own
-parameter names, so the transcript (``Command.describe``) reads as the real command and the
+parameter names, so the transcript (``Command.summary``) reads as the real command and the
 scripts are idempotent: the add skips a value already there, the removal deletes only the record
 whose text is the value (a wildcard and its base name share one name with two values).
 The scripts are checked by parsing them with tree-sitter-powershell in the tests; they were not
@@ -67,19 +67,19 @@ def relative_name(fqdn: str, zone: str) -> str:
 
 
 def add_txt_command(dns_server: str | None, zone: str, name: str, value: str, ttl: int) -> Command:
-    return Command.cmdlet(
+    return Command(
         "Add-DnsServerResourceRecord",
-        ("ComputerName", dns_server or ""), ("ZoneName", zone.rstrip(".")), ("Name", name), ("Txt", SWITCH),
-        ("DescriptiveText", value), ("TimeToLive", ttl),
+        (("ComputerName", dns_server or ""), ("ZoneName", zone.rstrip(".")), ("Name", name), ("Txt", SWITCH),
+         ("DescriptiveText", value), ("TimeToLive", ttl)),
         script=ADD_TXT_SCRIPT,
     )
 
 
 def remove_txt_command(dns_server: str | None, zone: str, name: str, value: str) -> Command:
-    return Command.cmdlet(
+    return Command(
         "Remove-DnsServerResourceRecord",
-        ("ComputerName", dns_server or ""), ("ZoneName", zone.rstrip(".")), ("Name", name), ("RRType", "Txt"),
-        ("RecordData", value), ("Force", SWITCH),
+        (("ComputerName", dns_server or ""), ("ZoneName", zone.rstrip(".")), ("Name", name), ("RRType", "Txt"),
+         ("RecordData", value), ("Force", SWITCH)),
         script=REMOVE_TXT_SCRIPT,
     )
 
@@ -136,7 +136,7 @@ class WindowsDns01(_Dns01Base):
         recorder = RecordingRunner()
         self._run(add, recorder)
         self._run(remove, recorder)
-        lines = recorder.lines()
+        lines = [command.summary() for command in recorder.calls]
         servers = self.nameservers or self.dns.zone_nameservers(zone)
         where = ", ".join(f"{host}:{port}" for host, port in servers) or f"(no name servers found for {zone})"
         return [lines[0], f"wait until {where} answer for {fqdn} (up to {self.propagation_timeout:g} s)", lines[1]]
