@@ -266,7 +266,8 @@ def may_attempt(facts: CertificateFacts, now: datetime, *, force: bool = False) 
             f"The CA refused the last request permanently{problem}. No automatic retry: fix the cause, "
             f"then run `certkeeper renew {facts.id} --force`.",
         )
-    if facts.awaiting_approval is not None and facts.failure_count == 0:
+    waiting = facts.next_attempt_at is not None and now < facts.next_attempt_at
+    if facts.awaiting_approval is not None and facts.failure_count == 0 and waiting:
         when = f" The CA is asked again at {format_time(facts.next_attempt_at)}." if facts.next_attempt_at else ""
         return Verdict(
             Reason.AWAITING_APPROVAL,

@@ -323,3 +323,14 @@ def test_a_request_awaiting_approval_is_not_called_backing_off() -> None:
     assert "Request 4711 awaits approval" in verdict.message and "--force" in verdict.message
     assert "previously failed" not in verdict.message
     assert may_attempt(waiting, now, force=True) is None
+
+
+def test_a_request_awaiting_approval_is_asked_again_when_its_check_time_comes() -> None:
+    from dataclasses import replace as _replace
+
+    from certkeeper.lifecycle.checks import may_attempt
+
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    waiting = _replace(BACKING_OFF, failure_count=0, last_failure_message=None, pending=True,
+                       awaiting_approval="4711", next_attempt_at=now)
+    assert may_attempt(waiting, now) is None
