@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 # certkeeper uses no pydantic plugins; without this pydantic scans every installed distribution's
 # entry points when the first model is built (about 25 ms on every command)
@@ -66,7 +66,9 @@ class StoreSettings(_Strict):
     secret_key_file: Path | None = None
     #: revisions expired (or failed) longer ago than this are deleted with their sealed keys;
     #: the current revision and what a node last served are always kept; 0 keeps everything
-    revision_retention_days: float = Field(default=90, ge=0)
+    revision_retention_days: float = Field(default=90, ge=0, le=36500)
+    #: SQLite: how long a write waits for another process's write to finish before failing
+    busy_timeout_seconds: float = Field(default=15, gt=0, le=600)
 
 
 class BindingSettings(_Plugin):
@@ -82,15 +84,16 @@ class CertificateSettings(_Strict):
     names: tuple[str, ...] = ()
     issuer: str = DEFAULT_ISSUER
     key_type: KeyType = DEFAULT_KEY_TYPE
-    renew_before_days: float | None = Field(default=None, gt=0)
+    #: at most 10 years: longer than any certificate lives, and within what dates can hold
+    renew_before_days: float | None = Field(default=None, gt=0, le=3650)
     bindings: tuple[BindingSettings, ...] = ()
 
 
 class AlertSettings(_Strict):
     #: alert when this fraction of the lifetime remains (cert-manager-like 1/3, 1/6, 1/15)
-    expiring_fractions: tuple[float, ...] = (1 / 3, 1 / 6, 1 / 15)
+    expiring_fractions: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (1 / 3, 1 / 6, 1 / 15)
     #: and when this many days remain
-    expiring_days: tuple[float, ...] = (7, 3, 1)
+    expiring_days: tuple[Annotated[float, Field(gt=0, le=3650)], ...] = (7, 3, 1)
     #: hour (UTC) of the daily digest
     digest_hour: int = Field(default=7, ge=0, le=23)
     #: notifiers that receive alerts; empty = all configured
@@ -99,9 +102,9 @@ class AlertSettings(_Strict):
 
 class DaemonSettings(_Strict):
     node: str | None = None
-    reconcile_minutes: float = Field(default=5, gt=0)
+    reconcile_minutes: float = Field(default=5, gt=0, le=1440)
     metrics_address: str | None = "127.0.0.1:9464"
-    lease_ttl_seconds: int = Field(default=120, ge=10)
+    lease_ttl_seconds: int = Field(default=120, ge=10, le=86400)
     rollout_order: tuple[str, ...] = ()
     canary: str | None = None
     log_format: Literal["text", "json"] = "text"
@@ -228,6 +231,11 @@ def load(path: Path | str | None = None) -> Config:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{config_path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}): "
+            "save it as UTF-8 (Notepad: Save As, Encoding UTF-8)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {config_path}: {exc.strerror}") from None
     return parse(data, path=config_path)

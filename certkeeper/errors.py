@@ -67,6 +67,10 @@ class StoreConflict(StoreError):
     """A write lost a race: another process inserted the same row first (a lease, a config sync)."""
 
 
+class StoreUnwritable(StoreError):
+    """The store's disk is full or read-only, or refused a write; reading may still work."""
+
+
 class SchemaOutOfDate(StoreError):
     """The database is not at the migration head this version of certkeeper needs."""
 

@@ -72,10 +72,11 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool) -> None:
     """certkeeper keeps Exchange Outlook Anywhere certificates alive: issue, store, bind, prove, renew."""
     ctx.obj = {"config_path": config_path, "debug": debug}
-    if debug or verbose:
-        from certkeeper.logs import setup_logging
+    from certkeeper.logs import setup_logging
 
-        setup_logging(logging.DEBUG if debug else logging.INFO)
+    # without -v only errors are logged: every failure reaches the user once, as the command's own
+    # "error:" line, never also as a warning printed over a progress line
+    setup_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,6 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: one line, the traceback only with --debug
+        if "--debug" in args or os.environ.get("CERTKEEPER_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        click.echo(f"error: unexpected {type(exc).__name__}: {first} (a bug in certkeeper: run the command again "
+                   "with --debug for the traceback and report it)", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

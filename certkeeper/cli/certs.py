@@ -82,7 +82,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     from certkeeper.store import certificates
     from certkeeper.store.facts import certificate_facts
 
-    service = open_service(ctx)
+    service = open_service(ctx, read_only=True)
     now = service.clock.now()
     rows: list[dict[str, Any]] = []
     with service.store.session() as session:
@@ -131,7 +131,7 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
     """Show one certificate: spec, revisions, deployments and recent events."""
     from certkeeper.reports import describe_certificate
 
-    service = open_service(ctx)
+    service = open_service(ctx, read_only=True)
     if pem:
         bundle = service.inventory.bundle(cert_id)
         click.echo((bundle.cert_pem + bundle.chain_pem).decode(), nl=False)
@@ -186,7 +186,7 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
     """
     from certkeeper.pki.pkcs12.build import generate_password
 
-    service = open_service(ctx)
+    service = open_service(ctx, read_only=True)
     password: bytes | None = None
     generated = False
     if fmt == "pfx":
@@ -194,7 +194,9 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
             password = password_file.read_bytes().rstrip(b"\r\n")
         else:
             password, generated = generate_password().encode(), True
-    service.inventory.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
+    audited = service.inventory.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
+    if not audited:
+        click.echo("note: the store's disk cannot be written, so this export is not in `show`'s events", err=True)
     out = console()
     out.print(f"Wrote {out_path} ({fmt}{', ' + pfx_encryption if fmt == 'pfx' else ''}, mode 0600)")
     if generated and password is not None:

@@ -23,11 +23,17 @@ def load_config(ctx: click.Context) -> Config:
     return config.load(obj.get("config_path"))
 
 
-def open_service(ctx: click.Context, *, create: bool = True, sync: bool = True) -> Service:
-    """Load the config, open (and create) the store, and put configured certificates under management."""
+def open_service(
+    ctx: click.Context, *, create: bool = True, sync: bool = True, read_only: bool = False
+) -> Service:
+    """Load the config, open (and create) the store, and put configured certificates under management.
+
+    ``read_only`` commands (list, show, status, export) write nothing unless the config changed,
+    and still answer when the store's disk is full or read-only.
+    """
     from certkeeper.service import Service
 
-    service = Service.open(load_config(ctx), create=create)
+    service = Service.open(load_config(ctx), create=create, read_only=read_only)
     if sync:
         service.specs.sync_config()
     return service

@@ -15,7 +15,7 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
     """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts."""
     from certkeeper.reports import node_matrix, status_report
 
-    service = open_service(ctx)
+    service = open_service(ctx, read_only=True)
     if nodes:
         matrix = node_matrix(service.store, service.clock.now(), service.config.settings)
         if as_json:

@@ -53,9 +53,9 @@ class InternalCAOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: leaf lifetime in days; fractions allowed (0.01 = about 15 minutes)
-    validity_days: float = Field(default=397, gt=0)
-    root_validity_days: float = Field(default=3650, gt=0)
-    intermediate_validity_days: float = Field(default=1825, gt=0)
+    validity_days: float = Field(default=397, gt=0, le=36500)
+    root_validity_days: float = Field(default=3650, gt=0, le=36500)
+    intermediate_validity_days: float = Field(default=1825, gt=0, le=36500)
     #: RSA 3072: RSA because every Windows, Exchange and Outlook version validates RSA chains
     #: (ECDSA chains fail on older stacks and appliances); 3072 bits because the root outlives 2030,
     #: after which NIST SP 800-57 retires 2048-bit RSA (112-bit strength).

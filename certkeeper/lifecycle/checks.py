@@ -29,6 +29,7 @@ class Reason(StrEnum):
 
     # should_issue
     NEVER_ISSUED = "never_issued"
+    REQUEST_PENDING = "request_pending"
     SPEC_CHANGED = "spec_changed"
     KEY_MISMATCH = "key_mismatch"
     EXPIRED = "expired"
@@ -165,6 +166,14 @@ def never_issued(facts: CertificateFacts, now: datetime) -> Verdict | None:
     return None
 
 
+def request_pending(facts: CertificateFacts, now: datetime) -> Verdict | None:
+    # a request left in flight (a crash, a store write that failed) is finished or failed, never
+    # left pending until an operator forces a renewal
+    if facts.pending and facts.current is not None:
+        return Verdict(Reason.REQUEST_PENDING, "A request is still in flight; it is resumed.")
+    return None
+
+
 def spec_changed(facts: CertificateFacts, now: datetime) -> Verdict | None:
     if facts.current is None:
         return None
@@ -208,14 +217,14 @@ def renewal_due(facts: CertificateFacts, now: datetime) -> Verdict | None:
 
 
 #: The should-issue chain, in precedence order; :func:`should_issue` adds ``forced`` last.
-ISSUE_CHECKS: tuple[Check, ...] = (never_issued, spec_changed, key_mismatch, expired, renewal_due)
+ISSUE_CHECKS: tuple[Check, ...] = (never_issued, spec_changed, key_mismatch, expired, request_pending, renewal_due)
 
 
 def should_issue(facts: CertificateFacts, now: datetime, *, force: bool = False) -> Verdict | None:
     """Why a new certificate should be issued now, or None when the current one is fine.
 
-    The first of ``never_issued``, ``spec_changed``, ``key_mismatch``, ``expired`` and
-    ``renewal_due`` that applies wins; with ``force`` and none of them, the verdict is ``forced``.
+    The first of ``never_issued``, ``spec_changed``, ``key_mismatch``, ``expired``,
+    ``request_pending`` and ``renewal_due`` that applies wins; with ``force`` and none of them, the verdict is ``forced``.
     This does not look at failures: :func:`may_attempt` decides whether an attempt is allowed.
     """
     require_aware(now=now)

@@ -15,6 +15,7 @@ decisions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
@@ -22,6 +23,7 @@ from types import TracebackType
 from certkeeper.clock import Clock, SystemClock
 from certkeeper.cluster import Holder, Leases
 from certkeeper.config import Config
+from certkeeper.errors import StoreUnwritable
 from certkeeper.service.alerting import Alerting
 from certkeeper.service.context import ServiceContext
 from certkeeper.service.deployment import Deployment
@@ -32,6 +34,8 @@ from certkeeper.service.specs import Specs
 from certkeeper.store.unit import Store
 
 __all__ = ["Decision", "ReconcileReport", "Service"]
+
+log = logging.getLogger(__name__)
 
 
 class Service:
@@ -60,16 +64,33 @@ class Service:
         migrate: bool = True,
         clock: Clock | None = None,
         node: str | None = None,
+        read_only: bool = False,
     ) -> Service:
-        """Open the store named by ``config``: create the data folder and key if allowed, migrate."""
+        """Open the store named by ``config``: create the data folder and key if allowed, migrate.
+
+        ``read_only`` is for commands that only read (``list``, ``show``, ``status``, ``export``):
+        when the disk is full or read-only they open the SQLite store read-only instead of failing.
+        """
         from certkeeper.sealing import load_sealer
         from certkeeper.store import db
 
         if create and not config.settings.store.url:
             config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sealer = load_sealer(config.secret_key_file, create=create)
-        engine = db.make_engine(config.store_url)
-        db.ensure_current(engine, auto_upgrade=migrate)
+        busy = config.settings.store.busy_timeout_seconds
+        engine = db.make_engine(config.store_url, busy_timeout=busy)
+        try:
+            db.ensure_current(engine, auto_upgrade=migrate)
+        except StoreUnwritable as exc:
+            if not read_only or config.settings.store.url:
+                why = None if config.settings.store.url else db.why_unwritable(config.data_dir)
+                raise StoreUnwritable(why or str(exc)) from exc
+            # a full or read-only disk: commands that only read still answer (an empty or
+            # outdated store cannot be migrated there, and says so through ensure_current)
+            engine.dispose()
+            engine = db.make_engine(config.store_url, immutable=True)
+            db.ensure_current(engine, auto_upgrade=False)
+            log.info("the store's disk cannot be written: opened it read-only")
         clock = clock or SystemClock()
         return cls(config, Store(db.session_factory(engine), sealer, clock), clock=clock, node=node)
 

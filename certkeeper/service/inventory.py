@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from certkeeper import hostnames
-from certkeeper.errors import ConfigError, InputError, NotFound
+from certkeeper.errors import ConfigError, InputError, NotFound, StoreError
 from certkeeper.issuers import SupportsRevoke
 from certkeeper.lifecycle.renewal import renewal_time
 from certkeeper.model import Bundle, RevisionState
@@ -101,8 +101,9 @@ class Inventory:
 
     def export(
         self, cert_id: str, *, fmt: str, out: Path, password: bytes | None = None, encryption: str = "aes256"
-    ) -> None:
-        """Write the current revision to ``out`` atomically, mode 0600."""
+    ) -> bool:
+        """Write the current revision to ``out`` atomically, mode 0600; returns whether the export
+        was recorded in the audit trail (not on a full or read-only store disk)."""
         from certkeeper.atomicfile import atomic_write
         from certkeeper.pki.pkcs12.build import build_pfx
 
@@ -122,10 +123,16 @@ class Inventory:
             atomic_write(out, data, mode=0o600)
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror}") from None
-        with self.context.store.session() as session:
-            events.record(session, "exported", f"exported as {fmt} to {out}", at=self.context.clock.now(),
-                          certificate_id=cert_id, node=self.context.node,
-                          details={"format": fmt, "encryption": encryption if fmt == "pfx" else ""})
+        try:
+            with self.context.store.session() as session:
+                events.record(session, "exported", f"exported as {fmt} to {out}", at=self.context.clock.now(),
+                              certificate_id=cert_id, node=self.context.node,
+                              details={"format": fmt, "encryption": encryption if fmt == "pfx" else ""})
+        except StoreError as exc:
+            # the file is written; an export on a full or read-only store disk still succeeds
+            log.warning("%s: exported, but the audit event could not be stored: %s", cert_id, exc)
+            return False
+        return True
 
     def clear_rejection(self, cert_id: str) -> None:
         """An operator's --force: allow automatic retries again after a permanent refusal."""

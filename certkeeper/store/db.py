@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from certkeeper.errors import SchemaOutOfDate, StoreError
+from certkeeper.errors import SchemaOutOfDate, StoreConflict, StoreError, StoreUnwritable
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,15 @@ def redact_url(url: str) -> str:
         return "<invalid database URL>"
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, *, immutable: bool = False, busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> Engine:
+    """Create an engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
+
+    ``immutable`` (SQLite only) opens the file read-only without the WAL's shared-memory file,
+    for commands that only read when nothing can be written (a full disk, a read-only mount).
+    When no process has the store open, its WAL was checkpointed into the file at the last close,
+    so what is read is current; while the daemon runs, the WAL files exist and the normal open
+    works anyway. See https://www.sqlite.org/uri.html#uriimmutable.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -55,9 +62,16 @@ def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
+        if immutable and database and database != ":memory:":
+            parsed = parsed.set(database=f"file:{Path(database).resolve()}?mode=ro&immutable=1",
+                                query={"uri": "true"})
+            engine = create_engine(parsed)
+            event.listen(engine, "connect", _sqlite_read_pragmas)
+            return engine
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        # the driver's timeout is SQLite's busy timeout (how long a write waits for another's)
+        kwargs["connect_args"] = {"timeout": busy_timeout}
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["pool_recycle"] = 1800
@@ -74,9 +88,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
 
@@ -129,8 +150,8 @@ def current_revision(engine: Engine) -> str | None:
                 return None
             versions = list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
             return versions[0] if len(versions) == 1 else None
-    except OperationalError as exc:
-        raise StoreError(f"cannot read store {redact_url(str(engine.url))}: {exc.orig}") from exc
+    except SQLAlchemyError as exc:
+        raise translate(exc) from exc
 
 
 def has_tables(engine: Engine) -> bool:
@@ -191,3 +212,53 @@ def quick_certificate_ids(url: str) -> list[str]:
             return list(connection.scalars(select(CertificateRow.id)))
     finally:
         engine.dispose()
+
+
+def translate(exc: SQLAlchemyError) -> StoreError:
+    """One readable line for a database error; the driver's own words only where they help."""
+    if isinstance(exc, IntegrityError):
+        return StoreConflict("the store refused a duplicate row (another process wrote it first)")
+    original = exc.orig if isinstance(exc, DBAPIError) else None
+    text = str(original or exc).strip().splitlines()[0] if str(original or exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "database is locked" in lowered or "database table is locked" in lowered:
+        return StoreError(
+            "the store is locked by another process for longer than the busy timeout "
+            "([store] busy_timeout_seconds); try again when it has finished"
+        )
+    if "disk is full" in lowered or "no space left" in lowered or "could not extend file" in lowered:
+        return StoreUnwritable("the store's disk is full: free some space, then try again")
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return StoreUnwritable("the store is read-only: certkeeper needs to write to its database file and folder")
+    if "disk i/o error" in lowered:
+        return StoreUnwritable(
+            "the store's disk refused a read or write (disk I/O error): check that the data folder's disk "
+            "has free space and is writable"
+        )
+    if "unable to open database" in lowered:
+        return StoreUnwritable("cannot open the store's database file (check the data folder and its permissions)")
+    if isinstance(exc, OperationalError) and ("connection" in lowered or "could not connect" in lowered
+                                              or "server closed" in lowered or "terminating" in lowered):
+        return StoreError(f"cannot reach the store's database server: {text[:200]}")
+    return StoreError(f"store error: {type(original or exc).__name__}: {text[:200]}")
+
+
+def why_unwritable(folder: Path) -> str | None:
+    """What keeps certkeeper from writing in ``folder``, in words, or None if nothing obvious:
+    a read-only mount, a full disk, or missing write permission."""
+    import os
+    import sys
+
+    if sys.platform != "win32":
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            return None
+        if stats.f_flag & os.ST_RDONLY:
+            return f"the store's folder {folder} is on a read-only file system: remount it read-write"
+        free = stats.f_bavail * stats.f_frsize
+        if free < 1024 * 1024:
+            return f"the disk holding the store ({folder}) is full ({free // 1024} KB free): free some space"
+    if not os.access(folder, os.W_OK):
+        return f"certkeeper cannot write to the store's folder {folder}: check its permissions"
+    return None

@@ -7,8 +7,8 @@ modules (:mod:`.certificates`, :mod:`.revisions`, :mod:`.deployments`, :mod:`.le
 :mod:`.secrets`, :mod:`.events`, :mod:`.alerts`): the caller decides what commits together.
 
 Database errors are translated here, once, into certkeeper errors with one readable line
-(:func:`translate`): a locked SQLite file, a full disk, a read-only store, an unreachable
-PostgreSQL server.
+(:func:`certkeeper.store.db.translate`): a locked SQLite file, a full disk, a read-only store, an
+unreachable PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from certkeeper.clock import Clock
-from certkeeper.errors import StoreConflict, StoreError
+from certkeeper.errors import StoreConflict
 from certkeeper.sealing import Sealer
+from certkeeper.store.db import translate
 
 T = TypeVar("T")
 
@@ -75,27 +76,3 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def translate(exc: SQLAlchemyError) -> StoreError:
-    """One readable line for a database error; the driver's own words only where they help."""
-    if isinstance(exc, IntegrityError):
-        return StoreConflict("the store refused a duplicate row (another process wrote it first)")
-    original = exc.orig if isinstance(exc, DBAPIError) else None
-    text = str(original or exc).strip().splitlines()[0] if str(original or exc).strip() else type(exc).__name__
-    lowered = text.lower()
-    if "database is locked" in lowered or "database table is locked" in lowered:
-        return StoreError(
-            "the store is locked by another certkeeper process for longer than the busy timeout; "
-            "try again when it has finished"
-        )
-    if "disk is full" in lowered or "no space left" in lowered or "could not extend file" in lowered:
-        return StoreError("the store's disk is full: free some space, then try again")
-    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
-        return StoreError("the store is read-only: certkeeper needs to write to its database file and folder")
-    if "unable to open database" in lowered:
-        return StoreError("cannot open the store's database file (check the data folder and its permissions)")
-    if isinstance(exc, OperationalError) and ("connection" in lowered or "could not connect" in lowered
-                                              or "server closed" in lowered or "terminating" in lowered):
-        return StoreError(f"cannot reach the store's database server: {text[:200]}")
-    return StoreError(f"store error: {type(original or exc).__name__}: {text[:200]}")

@@ -10,6 +10,7 @@ import pytest
 
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
+from certkeeper.errors import StoreError
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.service import Service
 from certkeeper.store import certificates as stored
@@ -200,3 +201,31 @@ def test_the_due_prefilter_never_misses_what_the_full_chain_would_issue(tmp_path
     service.specs.sync_config()
     with service.store.session() as session:
         assert "fresh" not in stored.due_candidates(session, clock.now())
+
+
+def test_a_request_left_pending_by_a_failed_store_write_is_finished_without_force(tmp_path: Path) -> None:
+    """The store refused the write that records the outcome (full disk, lock): the revision stays
+    pending. The next ordinary pass finishes it; no `renew --force` is needed."""
+    clock = FrozenClock(START)
+    certificates = [{"id": "mail", "names": ["mail.contoso.com"]}]
+    service = _service(tmp_path, clock, certificates)
+    assert [o.revision for o in service.reconcile().issued] == [1]
+
+    class StoreFailsAfterTheCa(FlakyIssuer):
+        def issue(self, request: IssueRequest) -> IssueResult:
+            self.real.issue(request)
+            raise StoreError("the store's disk is full: free some space, then try again")
+
+    stand_in(service, "internal", lambda real: StoreFailsAfterTheCa(real))
+    with pytest.raises(StoreError):
+        service.issuance.issue_certificate("mail", reason="forced")
+    with service.store.session() as session:
+        assert stored.overview(session)[0].pending  # left behind, as a real failed write leaves it
+    # a new process, the same store, nothing due by the calendar: the pass still resumes the request
+    restarted = _service(tmp_path, clock, certificates)
+    decision = restarted.decide(clock.now())[0]
+    assert (decision.action, decision.reason) == ("issue", "request_pending")
+    report = restarted.reconcile()
+    assert [o.revision for o in report.issued] == [2]
+    with restarted.store.session() as session:
+        assert not stored.overview(session)[0].pending
