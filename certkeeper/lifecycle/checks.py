@@ -224,7 +224,8 @@ def should_issue(facts: CertificateFacts, now: datetime, *, force: bool = False)
     """Why a new certificate should be issued now, or None when the current one is fine.
 
     The first of ``never_issued``, ``spec_changed``, ``key_mismatch``, ``expired``,
-    ``request_pending`` and ``renewal_due`` that applies wins; with ``force`` and none of them, the verdict is ``forced``.
+    ``request_pending`` and ``renewal_due`` that applies wins; with ``force`` and none of them,
+    the verdict is ``forced``.
     This does not look at failures: :func:`may_attempt` decides whether an attempt is allowed.
     """
     require_aware(now=now)
