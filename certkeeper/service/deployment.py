@@ -24,7 +24,7 @@ from certkeeper.model import SERVED_STATES, Bundle, DeploymentState, EventKind, 
 from certkeeper.service.alerting import Alerting
 from certkeeper.service.context import ServiceContext
 from certkeeper.service.inventory import Inventory
-from certkeeper.service.specs import SOURCE_UNCONFIGURED
+from certkeeper.service.specs import SOURCE_UNCONFIGURED, binding_key
 from certkeeper.store import certificates, deployments, events, leases, revisions
 
 if TYPE_CHECKING:
@@ -50,11 +50,6 @@ class Target:
 
     key: str
     options: Mapping[str, Any]
-
-
-def binding_key(binding: Mapping[str, Any], index: int) -> str:
-    """A binding's name within its certificate: its ``name``, else ``type#index``."""
-    return str(binding.get("name") or f"{binding.get('type', 'binding')}#{index}")
 
 
 class Deployment:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from certkeeper import hostnames
@@ -50,6 +50,11 @@ def certificate_id_for(names: Sequence[str]) -> str:
     return names[0].replace("*", "wildcard")[:64]
 
 
+def binding_key(binding: Mapping[str, Any], index: int) -> str:
+    """A binding's name within its certificate: its ``name``, else ``type#index``."""
+    return str(binding.get("name") or f"{binding.get('type', 'binding')}#{index}")
+
+
 class Specs:
     """Syncs the config into the store and plans the names of a certificate."""
 
@@ -67,6 +72,7 @@ class Specs:
         Writes only what changed, so commands that only read work on a full disk. A certificate
         the config no longer lists is marked ``unconfigured``: kept, never deployed again.
         """
+        self.check_bindings()
         store, now = self.context.store, self.context.clock.now()
         ids = []
         for index, cert in enumerate(self.context.config.settings.certificates):
@@ -91,6 +97,23 @@ class Specs:
                                 extra={"cert": cert_id})
                     certificates.mark_source(session, cert_id, SOURCE_UNCONFIGURED)
         return ids
+
+    def check_bindings(self) -> None:
+        """Build every configured binding once, so a typo in its options (``relaod``) or an unknown
+        binding type is a config error naming its key path before anything is issued.
+
+        Building a binder has no side effects (plugins validate in ``from_options``); secrets are
+        resolved later, when the binder uses them.
+        """
+        for index, cert in enumerate(self.context.config.settings.certificates):
+            for position, binding in enumerate(cert.bindings):
+                options = binding.model_dump(exclude_none=True)
+                key = binding_key(options, position)
+                try:
+                    self.context.binder(cert.id, key, options)
+                except ConfigError as exc:
+                    detail = str(exc).replace(f"bindings.{key}.", "").replace(f"bindings.{key}: ", "")
+                    raise ConfigError(f"certificates[{index}].bindings[{position}]: {detail}") from None
 
     def _config_names(self, index: int, raw: Sequence[str], issuer_name: str) -> tuple[str, ...]:
         try:

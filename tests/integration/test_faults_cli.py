@@ -205,3 +205,24 @@ def test_a_certificate_removed_from_the_config_is_kept_but_no_longer_deployed(ck
     assert ck("deploy", "--force").code == 0
     assert not (out / "owa.pem").exists()
     assert served  # (it was deployed while configured)
+
+
+@pytest.mark.parametrize(
+    ("binding", "expected"),
+    [
+        ({"type": "files", "fullchain": "/tmp/x.pem", "key": "/tmp/x.key", "relaod": "nginx -s reload"},
+         "certificates[0].bindings[0]: relaod"),
+        ({"type": "nginx", "fullchain": "/tmp/x.pem"}, "certificates[0].bindings[0]: unknown binding type 'nginx'"),
+    ],
+    ids=["typo", "unknown-type"],
+)
+def test_a_binding_typo_is_a_config_error_before_anything_is_issued(
+    ck: Any, home: Path, binding: dict[str, Any], expected: str
+) -> None:
+    (home / "certkeeper.toml").write_text(to_toml({"certificates": [
+        {"id": "mail", "names": ["mail.contoso.com"], "bindings": [binding]}]}))
+    assert expected in one_line_error(ck("renew"))
+    database = home / "data" / "certkeeper.db"
+    if database.exists():  # nothing was put under management, let alone issued
+        with sqlite3.connect(database) as connection:
+            assert connection.execute("SELECT count(*) FROM certificates").fetchone() == (0,)
