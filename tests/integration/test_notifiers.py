@@ -189,7 +189,9 @@ def test_slack_block_kit_message(http_stub: HttpStub, clock: FrozenClock, tmp_pa
 
 @pytest.mark.parametrize(("reply", "retryable", "retry_after"), [
     (Reply(429, {"Retry-After": "5"}, b"rate_limited"), True, 5.0),
-    (Reply(429, {"Retry-After": "Mon, 30 Nov 2026 12:01:00 GMT"}), True, 60.0),  # HTTP-date form
+    # HTTP-date form, measured against the receiver's Date (an hour behind the clock, 12:00): 61 min
+    (Reply(429, {"Retry-After": "Mon, 30 Nov 2026 12:01:00 GMT", "Date": "Mon, 30 Nov 2026 11:00:00 GMT"}),
+     True, 3660.0),
     (Reply(500, body=b"internal_error"), True, None),
     (Reply(503, {"Retry-After": "30"}), True, 30.0),
     (Reply(404, body=b"no_service"), False, None),
