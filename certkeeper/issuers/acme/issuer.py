@@ -30,9 +30,9 @@ from certkeeper.plugins import PluginContext
 
 from . import ari
 from .account import AccountRecord, AccountStore, new_record
-from .client import Deadline, Directory, Network, Order, Session, parse_retry_after
+from .client import Deadline, Directory, Network, Order, Session
 from .options import AcmeOptions
-from .problems import PROTOCOL_ERRORS, problem_code, translate
+from .problems import PERMANENT, PERMANENT_WITH_UNAUTHORIZED, PROTOCOL_ERRORS, problem_code, translate
 from .solvers import ChallengeSolver
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ class AcmeIssuer:
                  account_url: str | None = None) -> Network:
         verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
         return Network(key or JWKOct(key=b"unused"), alg=alg, verify=verify,
-                       timeout=self.options.timeout, deadline=deadline, account_url=account_url)
+                       timeout=self.options.timeout, deadline=deadline, account_url=account_url,
+                       server_clock=self._directory.server_clock)
 
     def _session(self, deadline: Deadline, record: AccountRecord | None = None) -> Session:
         if record is None:
@@ -210,7 +211,9 @@ class AcmeIssuer:
             try:
                 response = session.post(session.directory["newAccount"], registration)
             except PROTOCOL_ERRORS as exc:
-                raise translate(exc, what="ACME account registration") from exc
+                # with EAB, "unauthorized" means the EAB key is wrong: only the operator can fix it
+                raise translate(exc, what="ACME account registration",
+                                permanent=PERMANENT_WITH_UNAUTHORIZED if eab is not None else PERMANENT) from exc
             url = response.headers.get("Location")
             if not url:
                 raise IssuanceError("the ACME server registered the account without a Location")
@@ -291,12 +294,14 @@ class AcmeIssuer:
             if _status(order) == "pending":
                 self._authorize(session, record, order, request)
                 order = session.poll(order_url, Order.from_json, _status, PENDING_ORDER, "order")
+            finalized: requests.Response | None = None
             if _status(order) == "ready":
                 request.progress("finalize")
                 csr = x509.load_pem_x509_csr(request.csr_pem)
-                order = session.finalize(order, csr.public_bytes(serialization.Encoding.DER))
+                order, finalized = session.finalize(order, csr.public_bytes(serialization.Encoding.DER))
             if _status(order) in PROCESSING_ORDER:
-                order = session.poll(order_url, Order.from_json, _status, PROCESSING_ORDER, "finalization")
+                order = session.poll(order_url, Order.from_json, _status, PROCESSING_ORDER, "finalization",
+                                     after=finalized)
             if _status(order) != "valid" or not order.certificate:
                 if order.error is not None:
                     raise translate(order.error, what=f"order {order_url}")
@@ -384,7 +389,14 @@ class AcmeIssuer:
 
     def _authorize(self, session: Session, record: AccountRecord, order: Order,
                    request: IssueRequest) -> None:
-        todo: list[tuple[str, str, messages.ChallengeBody, ChallengeSolver]] = []
+        """Solve every authorization of ``order`` that is not valid yet, then wait for the CA.
+
+        A challenge is answered once (RFC 8555 §7.5.1). One that is already ``processing`` (or
+        ``valid``) was answered by an earlier run that was killed while the CA validated: its
+        token is served again and the authorization polled, but it is not answered again (the CA
+        would refuse the second answer as ``malformed``).
+        """
+        todo: list[tuple[str, str, messages.ChallengeBody, ChallengeSolver | None, bool]] = []
         for url in order.authorizations:
             authorization, _ = session.fetch(url, messages.Authorization.from_json)
             name = str(authorization.identifier.value)
@@ -398,6 +410,13 @@ class AcmeIssuer:
                 # invalid / expired / deactivated: this order cannot succeed any more; a retry
                 # finds it invalid and places a new one (Boulder does not retry challenges)
                 raise IssuanceError(f"the authorization for {name} is {status}", name=name)
+            answered = next((c for c in authorization.challenges if _status(c) in ("processing", "valid")), None)
+            if answered is not None:
+                kind = answered.chall.typ
+                solver = self.solvers.get(kind)  # None: nothing to serve any more, only wait
+                request.progress(f"authorization {name} ({kind}): already answered, the CA is validating")
+                todo.append((url, name, answered, solver, False))
+                continue
             kind = self.options.challenge_for(name)
             challenge = next((c for c in authorization.challenges if c.chall.typ == kind), None)
             if challenge is None:
@@ -407,11 +426,13 @@ class AcmeIssuer:
             solver = self.solvers.get(kind)
             if solver is None:
                 raise ConfigError(f"issuers.{self.name}: no {kind} solver configured (needed for {name})")
-            todo.append((url, name, challenge, solver))
+            request.progress(f"authorization {name} ({kind})")
+            todo.append((url, name, challenge, solver, True))
         presented: list[tuple[str, str, str, ChallengeSolver]] = []
         try:
-            for _url, name, challenge, solver in todo:
-                request.progress(f"authorization {name} ({challenge.chall.typ})")
+            for _url, name, challenge, solver, _answer in todo:
+                if solver is None:
+                    continue
                 token = str(challenge.chall.encode("token"))
                 key_authorization = str(challenge.chall.key_authorization(record.key))
                 presented.append((name, token, key_authorization, solver))
@@ -420,11 +441,12 @@ class AcmeIssuer:
                 except IssuanceError as exc:
                     exc.name = exc.name or name
                     raise
-            for _url, _name, challenge, _solver in todo:
-                session.post(challenge.uri, challenge.chall.response(record.key))
+            for _url, _name, challenge, _solver, answer in todo:
+                if answer:
+                    session.post(challenge.uri, challenge.chall.response(record.key))
             if todo:
                 request.progress("validation")
-            for url, name, _challenge, _solver in todo:
+            for url, name, _challenge, _solver, _answer in todo:
                 authorization = session.poll(url, messages.Authorization.from_json, _status, ("pending",),
                                              f"validation of {name}")
                 if _status(authorization) != "valid":
@@ -442,8 +464,9 @@ class AcmeIssuer:
         for challenge in authorization.challenges:
             if challenge.error is not None:
                 return translate(challenge.error, what=f"validation of {name}", name=name)
-        return IssuanceRejected(f"validation of {name} failed: authorization is {_status(authorization)}",
-                                name=name)
+        # no problem document: nothing says retrying cannot help, and a new order starts afresh
+        return IssuanceError(f"validation of {name} failed: authorization is {_status(authorization)}",
+                             name=name)
 
     def _download(self, session: Session, url: str) -> list[x509.Certificate]:
         pem, alternates = session.download(url)
@@ -479,7 +502,7 @@ class AcmeIssuer:
         except Exception as exc:  # noqa: BLE001 (ARI never blocks renewal: log and carry on)
             log.warning("ARI: fetching renewalInfo for %s failed: %s", cert_id, translate(exc, what="ARI"))
             return None
-        wait = parse_retry_after(response.headers.get("Retry-After"), now)
+        wait = session.net.retry_after(response)
         retry_at = now + (timedelta(seconds=wait) if wait is not None else ari.DEFAULT_RETRY)
         try:
             window = ari.parse_window(response.json(), retry_at)
@@ -520,7 +543,7 @@ class AcmeIssuer:
             if problem_code(exc) == "alreadyRevoked":
                 log.info("certificate %x was already revoked", cert.serial_number)
                 return
-            raise translate(exc, what="revocation") from exc
+            raise translate(exc, what="revocation", permanent=PERMANENT_WITH_UNAUTHORIZED) from exc
         except (requests.RequestException, OSError) as exc:
             raise translate(exc, what="revocation") from exc
 
