@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, Self, runtime_checkable
 
+from certkeeper.hostnames import NamePolicy
 from certkeeper.model import IssueRequest, IssueResult, RenewalWindow
 from certkeeper.plugins import PluginContext
 
@@ -17,7 +18,11 @@ class Issuer(Protocol):
     """Turns an IssueRequest into a chain; raises IssuanceError (or a subclass)."""
 
     name: str
-    #: whether internal names (single-label, .local, .corp ...) may be requested: only private CAs
+    #: which names its CA can sign: PUBLIC (no internal or special-use names) or PRIVATE; the
+    #: service normalises every requested name with it before anything is stored or ordered
+    name_policy: NamePolicy
+    #: transitional: ``name_policy is NamePolicy.PRIVATE``, read by service.py until it passes
+    #: ``policy=issuer.name_policy`` to hostnames.normalize_names; then remove it
     allows_internal_names: bool
 
     @classmethod

@@ -51,6 +51,7 @@ from certkeeper.errors import (
     IssuanceRejected,
     IssuedCertificateInvalid,
 )
+from certkeeper.hostnames import NamePolicy
 from certkeeper.issuers.adcs_auth import AuthenticationFailed, SpnegoAuth
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.plugins import PluginContext
@@ -306,7 +307,8 @@ class AdcsIssuer:
     """
 
     #: an enterprise CA issues internal names (server.corp.local) that public CAs cannot
-    allows_internal_names = True
+    name_policy = NamePolicy.PRIVATE
+    allows_internal_names = True  # transitional: see Issuer.allows_internal_names
 
     def __init__(self, name: str, options: AdcsOptions, context: PluginContext) -> None:
         self.name = name

@@ -170,7 +170,7 @@ def skewed_ca() -> Iterator[SkewedCA]:
 
 def issuer_for(ca: SkewedCA, tmp_path: Path) -> AcmeIssuer:
     return AcmeIssuer.from_options(
-        "skewed", {"directory": f"{ca.url}/dir", "agree_tos": True},
+        "skewed", {"directory": f"{ca.url}/dir", "agree_tos": True, "public_names_only": False},
         PluginContext(clock=SystemClock(), state=MemoryState(), data_dir=tmp_path))
 
 

@@ -59,6 +59,7 @@ directory = "{pebble.directory}"
 contact = ["mailto:exchange-admins@slowca.test"]
 agree_tos = true
 ca_bundle = "{pebble.ca_bundle}"
+public_names_only = false
 challenge = "dns-01"
 [issuers.pebble.dns01]
 mode = "exec"

@@ -41,7 +41,7 @@ def context(tmp_path: Path, state: MemoryState | None = None, secrets: Mapping[s
 def options(pebble: Pebble, **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "directory": pebble.directory, "contact": ["mailto:admin@contoso.test"], "agree_tos": True,
-        "ca_bundle": str(pebble.ca_bundle),
+        "ca_bundle": str(pebble.ca_bundle), "public_names_only": False,  # Pebble: a test CA, .test names
         "http01": {"mode": "standalone", "address": "127.0.0.1", "port": pebble.http_port},
     }
     base.update(extra)

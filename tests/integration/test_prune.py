@@ -16,6 +16,7 @@ from sqlalchemy import select
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
 from certkeeper.errors import IssuanceError
+from certkeeper.hostnames import NamePolicy
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.service import Service
 from certkeeper.store.schema import DeploymentRow, EventRow, RevisionRow
@@ -29,7 +30,7 @@ class FailFor:
 
     def __init__(self, real: Any) -> None:
         self.real, self.failing = real, set[str]()
-        self.name, self.allows_internal_names = real.name, True
+        self.name, self.name_policy, self.allows_internal_names = real.name, NamePolicy.PRIVATE, True
 
     def issue(self, request: IssueRequest) -> IssueResult:
         if request.certificate_id in self.failing:

@@ -12,6 +12,7 @@ import pytest
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
 from certkeeper.errors import IssuanceError, IssuanceRejected
+from certkeeper.hostnames import NamePolicy
 from certkeeper.issuers.internal_ca import InternalCA
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.service import Service
@@ -35,6 +36,7 @@ def _service(tmp_path: Path, clock: FrozenClock, certificates: list[dict[str, An
 class FlakyIssuer:
     """A test double of the Issuer protocol: fails ``failures`` times, then delegates to a real CA."""
 
+    name_policy = NamePolicy.PRIVATE
     allows_internal_names = True
 
     def __init__(self, real: InternalCA, failures: int, *, permanent: bool = False) -> None:

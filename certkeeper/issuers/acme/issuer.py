@@ -25,6 +25,7 @@ from josepy.jwk import JWK, JWKEC, JWKRSA, JWKOct
 
 from certkeeper.config import validate_options
 from certkeeper.errors import ConfigError, IssuanceError, IssuanceRejected, IssuedCertificateInvalid
+from certkeeper.hostnames import NamePolicy
 from certkeeper.model import IssueRequest, IssueResult, RenewalWindow
 from certkeeper.plugins import PluginContext
 
@@ -127,12 +128,14 @@ def _spki(key: Any) -> bytes:
 class AcmeIssuer:
     """Issues from an RFC 8555 CA. Thread-safe: several ``issue`` calls may run at once."""
 
-    allows_internal_names = False
-
     def __init__(self, name: str, options: AcmeOptions, context: PluginContext,
                  solvers: Mapping[str, ChallengeSolver] | None = None) -> None:
         self.name = name
         self.options = options
+        #: PUBLIC for a public CA (Let's Encrypt ...), PRIVATE for step-ca, Pebble or
+        #: ``public_names_only = false`` (see options.directory_is_public)
+        self.name_policy = NamePolicy.PUBLIC if options.is_public else NamePolicy.PRIVATE
+        self.allows_internal_names = self.name_policy is NamePolicy.PRIVATE  # transitional
         self.context = context
         self.solvers = dict(solvers) if solvers is not None else build_solvers(options, context)
         self._directory = Directory(options.directory)
