@@ -189,14 +189,27 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
               help="File holding the PFX password.")
 @click.option("--id", "cert_id", help="Certificate id (default: the first name).")
 @click.option("--issuer", default="internal", show_default=True, help="Issuer that renews it from now on.")
+@click.option("--allow-expired", is_flag=True, help="Import an expired certificate too (it is renewed at once).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def import_(ctx: click.Context, file: Path, password_file: Path | None, cert_id: str | None, issuer: str,
-            as_json: bool) -> None:
-    """Bring an existing PEM or PFX (e.g. the Exchange certificate in use today) under management."""
+            allow_expired: bool, as_json: bool) -> None:
+    """Bring an existing PEM or PFX (e.g. the Exchange certificate in use today) under management.
+
+    The file must hold the server certificate and its private key (RSA or ECDSA), and may hold its
+    chain. Refused with one line: a certificate without its key, only CA certificates, a DSA key,
+    a PFX password missing or wrong, a malformed certificate, a CA certificate as the server
+    certificate, and an expired one unless --allow-expired.
+    """
+    from certkeeper.pki import parse
+
     service = open_service(ctx)
     password = password_file.read_bytes().rstrip(b"\r\n") if password_file else None
-    outcome = service.import_file(file.read_bytes(), what=str(file), password=password, cert_id=cert_id, issuer=issuer)
+    data = file.read_bytes()
+    # Every check of what can be served (issue #10). Transitional: once service.import_file calls
+    # parse.read_import itself (and takes allow_expired), pass allow_expired there and drop this.
+    parse.read_import(data, password, what=str(file), now=service.clock.now(), allow_expired=allow_expired)
+    outcome = service.import_file(data, what=str(file), password=password, cert_id=cert_id, issuer=issuer)
     if as_json:
         print_json(_outcome_dict(outcome))
         return
