@@ -154,7 +154,9 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
 @click.command()
 @click.argument("cert_id")
 @click.option("--format", "fmt", type=click.Choice(["pem", "pfx"]), required=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), required=True,
+              help="File to write (replaced atomically, mode 0600; never a link or a device), or - for "
+                   "standard output.")
 @click.option("--pfx-encryption", type=click.Choice(["aes256", "legacy"]), default="aes256", show_default=True,
               help="legacy (3DES/SHA-1) for Windows Server 2016 and older, which cannot import AES PFX.")
 @click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -162,12 +164,27 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
 @click.pass_context
 def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encryption: str,
            password_file: Path | None) -> None:
-    """Write the current certificate, chain and key to a file (mode 0600).
+    """Write the current certificate, chain and key to a file (mode 0600), or to standard output
+    with --out -.
 
-    PEM holds the leaf, the chain and the key. PFX is encrypted with a password.
+    PEM holds the leaf, the chain and the key. PFX is encrypted with a password. The file is
+    created new and owned by the user running certkeeper, whatever was at the path; a symbolic
+    link or a device (/dev/stdout) there is refused: use --out - for standard output.
     """
+    import sys
+
+    from certkeeper.atomicfile import check_target
+    from certkeeper.errors import InputError
     from certkeeper.pki.pkcs12.build import generate_password
 
+    to_stdout = str(out_path) == "-"
+    if to_stdout and fmt == "pfx" and sys.stdout.isatty():
+        raise click.UsageError("a PFX is binary: redirect standard output (--out - > mail.pfx) or give a file")
+    if not to_stdout:
+        try:
+            check_target(out_path)
+        except OSError as exc:
+            raise InputError(f"cannot write {out_path}: {exc.strerror}; for standard output use --out -") from None
     service = open_service(ctx)
     password: bytes | None = None
     generated = False
@@ -176,9 +193,22 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
             password = password_file.read_bytes().rstrip(b"\r\n")
         else:
             password, generated = generate_password().encode(), True
-    service.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
-    out = console()
-    out.print(f"Wrote {out_path} ({fmt}{', ' + pfx_encryption if fmt == 'pfx' else ''}, mode 0600)")
+    out = console(stderr=to_stdout)  # with --out -, standard output holds only the export
+    if to_stdout:
+        from certkeeper.pki.export import export_bytes
+
+        # Transitional: service.export writes files only; once it returns the bytes (and records
+        # the event) for out=None, call it here instead of the three steps below.
+        data = export_bytes(service.bundle(cert_id), fmt, password=password, encryption=pfx_encryption)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        service.repository.record_event(
+            "exported", f"exported as {fmt} to standard output", certificate_id=cert_id, node=service.node,
+            details={"format": fmt, "encryption": pfx_encryption if fmt == "pfx" else ""},
+        )
+    else:
+        service.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
+        out.print(f"Wrote {out_path} ({fmt}{', ' + pfx_encryption if fmt == 'pfx' else ''}, mode 0600)")
     if generated and password is not None:
         out.print(f"PFX password (shown once, not stored): [bold]{password.decode()}[/bold]")
 

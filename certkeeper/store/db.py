@@ -56,7 +56,9 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            from certkeeper.atomicfile import make_dirs
+
+            make_dirs(Path(database).parent, 0o700)  # exactly 0700 whatever the umask
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     else:
         kwargs["pool_pre_ping"] = True
