@@ -365,7 +365,11 @@ def post_json(
             if last:
                 raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
             continue
-        except urllib3.exceptions.SSLError:
+        except urllib3.exceptions.SSLError as exc:
+            if not _certificate_refused(exc):
+                # No TLS answer at all (a plain-text service, a port that hangs up): say what a
+                # closed port says, so a test send cannot tell which ports are open (§4.5).
+                raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
             # Retryable: the receiver may be mid-way through its own certificate renewal.
             raise NotifyError(
                 f"the TLS handshake with {policy.what} failed (untrusted or wrong certificate)"
@@ -382,6 +386,20 @@ def post_json(
             body=data,
         )
     raise NotifyError(f"the host name of {policy.what} does not resolve")  # no addresses (unreachable)
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    """Whether a TLS failure is our refusal of the server's certificate (a TLS server answered),
+    rather than a server that did not speak TLS at all."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        nested = [arg for arg in current.args if isinstance(arg, BaseException)]
+        current = current.__cause__ or current.__context__ or (nested[0] if nested else None)
+    return False
 
 
 def _pool(

@@ -298,6 +298,27 @@ def test_https_connects_to_the_checked_address_with_sni_and_hostname_check(
         SlackNotifier.from_options("ops", options, ctx).notify(expiring_event(clock))
 
 
+def test_an_open_port_without_tls_reads_like_a_closed_one(http_stub: HttpStub, clock: FrozenClock,
+                                                           tmp_path: Path) -> None:
+    """https:// to a port where a plain-HTTP server listens, and to a closed port: the same words,
+    so a test send does not tell which ports are open (reference/reliability.md §4.5)."""
+    from tests.fixtures.core import free_port
+
+    messages = []
+    for port in (http_stub.port, free_port()):
+        ctx = context(clock, tmp_path, {"s": f"https://127.0.0.1:{port}/hook"})
+        notifier = SlackNotifier.from_options("ops", {"webhook_url": "secret:s", **LOOPBACK}, ctx)
+        with pytest.raises(NotifyError) as failure:
+            notifier.notify(expiring_event(clock))
+        assert failure.value.retryable
+        messages.append(str(failure.value))
+    assert messages[0] == messages[1] == (
+        "could not reach the Slack webhook for notifier 'ops' (connection failed or timed out)")
+    import socket
+
+    socket.create_connection(("127.0.0.1", http_stub.port), timeout=5).close()  # that port is open
+
+
 def test_webhook_hmac_signature_verifies(http_stub: HttpStub, clock: FrozenClock, tmp_path: Path) -> None:
     notifier = WebhookNotifier.from_options(
         "hook", {"url": "secret:u", "secret": "secret:k", **LOOPBACK},
