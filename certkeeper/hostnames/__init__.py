@@ -15,20 +15,17 @@ Name policies. The issuer says which names its CA can sign (:class:`NamePolicy`)
 (the built-in CA, AD CS, an ACME server of your own such as step-ca, or Pebble) signs any valid
 DNS name; a public CA only names in the public DNS, so :attr:`NamePolicy.PUBLIC` also refuses
 
-* internal names: a single label (``exch01``), a top-level domain that is not in the ICANN section
-  of the Public Suffix List (the offline copy shipped with ``publicsuffixlist``, which lists the
-  TLDs delegated in the DNS root: ``.corp``, ``.lan``, ``.internal``, ``.home``), and ``.arpa``
-  (reverse-DNS zones, refused by the Baseline Requirements from 2026-03-15). The decision is
-  data-driven rather than a fixed list, because private suffixes are whatever people invented;
-  a TLD one typo away from a common one (``contoso.comm``) is reported as a likely typo;
-* special-use domain names (the IANA registry of RFC 6761 §5): ``.test`` and ``.example``,
-  ``example.com/net/org`` (RFC 6761 §6.2, §6.5), ``.localhost`` (§6.3), ``.invalid`` (§6.4),
-  ``.local`` (RFC 6762), ``.onion`` (RFC 7686), ``.home.arpa`` (RFC 8375), ``.alt`` (RFC 9476);
+* internal names: a single label (``exch01``), a TLD not in the ICANN section of the Public
+  Suffix List (the copy shipped with ``publicsuffixlist``, the TLDs delegated in the DNS root:
+  ``.corp``, ``.lan``, ``.home``; data, not a list of private suffixes people invented), ``.arpa``
+  (reverse zones, refused by the Baseline Requirements from 2026-03-15); a TLD one typo from a
+  common one (``contoso.comm``) is reported as a likely typo;
+* special-use domain names (IANA registry, RFC 6761 §5; ``advice.SPECIAL_USE``): ``.test``,
+  ``.example``, ``.localhost``, ``.invalid``, ``.local``, ``.onion``, ``.home.arpa``, ``.alt``;
 * names of more than 10 labels (Let's Encrypt's limit).
 
-Every refusal's advice leads to a name that passes the same policy: a suggested name is checked
-before it is offered. A URL or ``host:port`` (``https://mail.contoso.com``, ``mail.contoso.com:443``)
-is refused with the part to drop.
+A name a refusal suggests passes the same policy (checked before it is offered). A URL or
+``host:port`` (``https://mail.contoso.com``, ``mail.contoso.com:443``) is refused with the part to drop.
 
 Wildcards. ``*`` may only be the whole left-most label, once, and never directly over a public
 suffix in the ICANN section of the list (``*.com``, ``*.co.uk``, ``*.contoso.ck`` under the
@@ -56,6 +53,7 @@ from publicsuffixlist import PublicSuffixList
 
 from certkeeper.errors import InvalidName, InvalidNames
 from certkeeper.hostnames.advice import (
+    RULES,
     SPECIAL_USE,
     SPLIT_DNS_ADVICE,
     TESTING,
@@ -77,33 +75,6 @@ __all__ = [
     "normalize_names",
     "to_unicode",
 ]
-
-#: Every rule id a refusal can carry, with a one-line summary (for docs and ``--help`` texts).
-RULES: Final[dict[str, str]] = {
-    "empty": "the name is empty or only whitespace",
-    "no-names": "a certificate needs at least one name",
-    "empty-label": "two dots in a row, or a leading dot",
-    "label-too-long": "a label (the part between dots) is longer than 63 octets",
-    "name-too-long": "the whole name is longer than 253 octets",
-    "too-many-labels": "more than 10 labels (Let's Encrypt's limit; public CAs only)",
-    "ldh": "a character other than a-z, 0-9 and hyphen",
-    "hyphen": "a label starts or ends with a hyphen",
-    "r-ldh": "a label has '--' in 3rd and 4th position but is not an 'xn--' IDN label",
-    "punycode": "an 'xn--' label that is not valid, canonical, NFC punycode",
-    "idna": "a character that IDNA 2008 does not allow in host names",
-    "mixed-script": "a label mixes Latin, Cyrillic or Greek letters (homograph)",
-    "wildcard-count": "more than one '*'",
-    "wildcard-position": "'*' is not the whole left-most label",
-    "wildcard-public-suffix": "a wildcard directly over a public suffix (*.com, *.co.uk)",
-    "public-suffix": "the name is itself a public suffix (co.uk)",
-    "ip-literal": "an IP address, or a name that clients read as one",
-    "single-label": "a name without a dot (exch01, localhost): internal, public CAs refuse it",
-    "internal-name": "a name under a TLD that is not public (.corp, .lan, .arpa): public CAs refuse it",
-    "special-use": "a special-use domain (.test, .example, .local, .onion, .home.arpa ...): public CAs refuse it",
-    "tld-typo": "a top-level domain one typo away from a common one (.comm for .com): public CAs refuse it",
-    "url": "a URL or a port (https://..., :443) instead of a bare host name",
-}
-
 
 class NamePolicy(StrEnum):
     """Which names an issuer's CA can sign (see the module docstring)."""

@@ -10,6 +10,32 @@ from typing import Final
 
 import idna
 
+#: Every rule id a refusal can carry, with a one-line summary (for docs and ``--help`` texts).
+RULES: Final[dict[str, str]] = {
+    "empty": "the name is empty or only whitespace",
+    "no-names": "a certificate needs at least one name",
+    "empty-label": "two dots in a row, or a leading dot",
+    "label-too-long": "a label (the part between dots) is longer than 63 octets",
+    "name-too-long": "the whole name is longer than 253 octets",
+    "too-many-labels": "more than 10 labels (Let's Encrypt's limit; public CAs only)",
+    "ldh": "a character other than a-z, 0-9 and hyphen",
+    "hyphen": "a label starts or ends with a hyphen",
+    "r-ldh": "a label has '--' in 3rd and 4th position but is not an 'xn--' IDN label",
+    "punycode": "an 'xn--' label that is not valid, canonical, NFC punycode",
+    "idna": "a character that IDNA 2008 does not allow in host names",
+    "mixed-script": "a label mixes Latin, Cyrillic or Greek letters (homograph)",
+    "wildcard-count": "more than one '*'",
+    "wildcard-position": "'*' is not the whole left-most label",
+    "wildcard-public-suffix": "a wildcard directly over a public suffix (*.com, *.co.uk)",
+    "public-suffix": "the name is itself a public suffix (co.uk)",
+    "ip-literal": "an IP address, or a name that clients read as one",
+    "single-label": "a name without a dot (exch01, localhost): internal, public CAs refuse it",
+    "internal-name": "a name under a TLD that is not public (.corp, .lan, .arpa): public CAs refuse it",
+    "special-use": "a special-use domain (.test, .example, .local, .onion, .home.arpa ...): public CAs refuse it",
+    "tld-typo": "a top-level domain one typo away from a common one (.comm for .com): public CAs refuse it",
+    "url": "a URL or a port (https://..., :443) instead of a bare host name",
+}
+
 #: Special-use domain names (IANA "Special-Use Domain Names" registry, RFC 6761 §5) that no public
 #: CA issues for, with why. The reverse-DNS zones of RFC 6761 §6.1 are .arpa names, refused as such.
 SPECIAL_USE: Final[dict[str, str]] = {

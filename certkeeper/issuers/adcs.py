@@ -300,11 +300,9 @@ def _dns_names(cert: x509.Certificate) -> set[str]:
 
 
 class AdcsIssuer:
-    """Issues from an AD CS enterprise CA through its certsrv web enrollment pages.
-
-    Build it with :meth:`from_options`. Each :meth:`issue` call opens its own HTTP session (NTLM
-    and Negotiate are bound to connections) and closes it.
-    """
+    """Issues from an AD CS enterprise CA through its certsrv web enrollment pages (build it with
+    :meth:`from_options`). Each :meth:`issue` call opens its own HTTP session (NTLM and Negotiate
+    are bound to connections) and closes it."""
 
     #: an enterprise CA issues internal names (server.corp.local) that public CAs cannot
     name_policy = NamePolicy.PRIVATE
