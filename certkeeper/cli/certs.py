@@ -173,7 +173,7 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
     """
     import sys
 
-    from certkeeper.atomicfile import check_target
+    from certkeeper.atomicfile import check_target, remove_stale_temps
     from certkeeper.errors import InputError
     from certkeeper.pki.pkcs12.build import generate_password
 
@@ -185,6 +185,7 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
             check_target(out_path)
         except OSError as exc:
             raise InputError(f"cannot write {out_path}: {exc.strerror}; for standard output use --out -") from None
+        remove_stale_temps(out_path)  # what a killed export to this path left (it holds a key)
     service = open_service(ctx)
     password: bytes | None = None
     generated = False

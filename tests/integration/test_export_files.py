@@ -107,6 +107,17 @@ def test_out_dash_writes_to_standard_output(home: Path, issued: None) -> None:
     assert key is not None and cert is not None and cert.subject == certs[0].subject
 
 
+def test_an_export_removes_the_temp_file_a_killed_export_left(ck, home: Path, issued: None) -> None:  # type: ignore[no-untyped-def]
+    from certkeeper.atomicfile import TEMP_SUFFIX
+
+    out = home / "mail.pem"
+    stale = home / f".mail.pem.k1ll3d{TEMP_SUFFIX}"
+    stale.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    result = ck("export", "mail.contoso.com", "--format", "pem", "--out", str(out))
+    assert result.code == 0, result
+    assert not stale.exists() and b"PRIVATE KEY" in out.read_bytes()
+
+
 def test_folders_export_creates_are_0700_whatever_the_umask(ck, home: Path, issued: None) -> None:  # type: ignore[no-untyped-def]
     old = os.umask(0)
     try:
