@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -179,6 +180,8 @@ def _posix_set_mode(fd: int, mode: int) -> None:
 
 
 def _posix_set_group(fd: int, group: int) -> None:
+    if sys.platform == "win32":
+        raise OSError(errno.ENOTSUP, "file groups are a POSIX feature")
     os.fchown(fd, -1, group)
 
 
@@ -187,4 +190,6 @@ def _posix_chmod(path: Path, mode: int) -> None:
 
 
 def _posix_chown_group(path: Path, group: int) -> None:
+    if sys.platform == "win32":
+        raise OSError(errno.ENOTSUP, "file groups are a POSIX feature")
     os.chown(path, -1, group)

@@ -29,6 +29,7 @@ that pair.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -107,12 +108,12 @@ def group_id(group: str | int, *, where: str) -> int:
         return group
     if group.isdigit():
         return int(group)
+    if sys.platform == "win32":
+        raise ConfigError(f"{where}: file groups are a POSIX feature")
+    import grp
+
     try:
-        import grp
-    except ImportError:  # Windows: no POSIX groups
-        raise ConfigError(f"{where}: groups are a POSIX feature") from None
-    try:
-        return grp.getgrnam(group).gr_gid
+        return int(grp.getgrnam(group).gr_gid)
     except KeyError:
         raise ConfigError(f"{where}: no group named {group!r}") from None
 
