@@ -368,7 +368,7 @@ def post_json(
         except urllib3.exceptions.SSLError as exc:
             if not _certificate_refused(exc):
                 # No TLS answer at all (a plain-text service, a port that hangs up): say what a
-                # closed port says, so a test send cannot tell which ports are open (§4.5).
+                # closed port says, so a test send cannot map which ports are open (SSRF, CWE-918).
                 raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
             # Retryable: the receiver may be mid-way through its own certificate renewal.
             raise NotifyError(

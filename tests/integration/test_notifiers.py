@@ -301,7 +301,7 @@ def test_https_connects_to_the_checked_address_with_sni_and_hostname_check(
 def test_an_open_port_without_tls_reads_like_a_closed_one(http_stub: HttpStub, clock: FrozenClock,
                                                            tmp_path: Path) -> None:
     """https:// to a port where a plain-HTTP server listens, and to a closed port: the same words,
-    so a test send does not tell which ports are open (reference/reliability.md §4.5)."""
+    so a test send does not tell which ports are open."""
     from tests.fixtures.core import free_port
 
     messages = []
