@@ -100,10 +100,11 @@ class Daemon:
         """
         import subprocess
 
+        from certkeeper.atomicfile import make_dirs
         from certkeeper.store import db
 
         if not config.settings.store.url:
-            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(config.data_dir, 0o700)
         engine = db.make_engine(config.store_url)
         try:
             if db.current_revision(engine) is not None or db.has_tables(engine):

@@ -32,6 +32,8 @@ class InvalidName(CertkeeperError):
         super().__init__(f"{name!r}: {message} [rule: {rule}]")
         self.name = name
         self.rule = rule
+        #: the explanation alone, without the name and the rule
+        self.detail = message
 
 
 class InvalidNames(InvalidName):
@@ -47,6 +49,7 @@ class InvalidNames(InvalidName):
         CertkeeperError.__init__(self, "\n".join(lines))
         self.name = errors[0].name
         self.rule = errors[0].rule
+        self.detail = errors[0].detail
         self.errors = tuple(errors)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from certkeeper.atomicfile import atomic_write
+from certkeeper.atomicfile import atomic_write, make_dirs, remove_stale_temps
 from certkeeper.errors import SecretKeyError
 
 
@@ -74,8 +74,10 @@ def read_key_file(path: Path) -> list[bytes]:
 
 
 def write_key_file(path: Path, keys: list[bytes]) -> None:
-    """Write the key file atomically, mode 0600, in a 0700 folder."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Write the key file atomically, mode 0600, in a 0700 folder; a temp file a killed earlier
+    write left beside it (it holds keys) is removed first."""
+    make_dirs(path.parent, 0o700)
+    remove_stale_temps(path)
     header = "# certkeeper secret keys, newest first. Keep a backup: without it the store cannot be opened.\n"
     atomic_write(path, (header + "".join(key.decode() + "\n" for key in keys)).encode(), mode=0o600)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from certkeeper.errors import IssuanceError, IssuanceRejected
+from certkeeper.hostnames import NamePolicy
 from certkeeper.issuers import Issuer
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.service import Service
@@ -24,7 +25,7 @@ class FlakyIssuer:
     ``failing`` (retryable, or ``permanent``), else delegates to a real one; ``calls`` counts
     every attempt that reached it."""
 
-    allows_internal_names = True
+    name_policy = NamePolicy.PRIVATE
 
     def __init__(self, real: Issuer, failures: int = 0, *, permanent: bool = False) -> None:
         self.name = real.name

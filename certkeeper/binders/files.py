@@ -10,23 +10,33 @@ Example binding::
     reload = ["systemctl", "reload", "nginx"]   # or a string, split without a shell
     verify = ["127.0.0.1:443"]
 
-Each file is replaced atomically (temp file in the same folder, fsync, rename, fsync of the
-folder) with mode 0600. The previous contents are kept in memory for the whole deploy: when the
-reload command fails, or when the endpoints still do not serve the new certificate after the
-settle time, the previous files are put back, the reload command runs again, and a
+Every new file is written and fsynced beside its target first, then all are renamed into place
+one right after the other (:func:`~certkeeper.atomicfile.atomic_write_all`), with mode 0600 (``mode``;
+a file holding the key may never grant group or world access), owned by the user running
+certkeeper; folders it creates are 0700, or 0750 with ``group`` (which then owns them and the
+files). The previous contents are kept in memory for the whole deploy: when the reload command
+fails, or when the endpoints still do not serve the new certificate after the settle time, the
+previous files are put back, the reload command runs again, and a
 :class:`~certkeeper.errors.BindError` (or :class:`~certkeeper.errors.VerifyError`) names the step.
+
+A kill between two renames can leave a new certificate beside the old key. The deployment is then
+not recorded as done, so the next run deploys again and writes the whole set; before that it
+removes the temp files the killed run left (they may hold a key), and if what it finds on disk is
+such a mismatched pair it rolls back, when it must, to the previous certificate rather than to
+that pair.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from certkeeper.atomicfile import atomic_write
+from certkeeper.atomicfile import atomic_write_all, remove_stale_temps
 from certkeeper.binders import probe
 from certkeeper.binders.snapshots import (
     command_argv,
@@ -35,8 +45,10 @@ from certkeeper.binders.snapshots import (
     take_snapshot,
 )
 from certkeeper.config import validate_options
-from certkeeper.errors import BindError, ConfigError, VerifyError
+from certkeeper.errors import BindError, CertkeeperError, ConfigError, VerifyError
 from certkeeper.model import Bundle, Verification
+from certkeeper.pki.keys import load_private_key, public_key_der
+from certkeeper.pki.parse import load_certificates, pem_blocks
 from certkeeper.pki.pkcs12.build import build_pfx
 from certkeeper.plugins import PluginContext
 
@@ -59,7 +71,10 @@ class FilesOptions(BaseModel):
     pfx_password: str | None = None
     pfx_encryption: Literal["aes256", "legacy"] = "aes256"
     pfx_friendly_name: str | None = None
+    #: permission bits of the files; files holding the key may not grant group or world access
     mode: int = Field(default=0o600, ge=0, le=0o777)
+    #: a group (name or id) owning the files and the folders certkeeper creates (0750 then)
+    group: str | int | None = None
     #: argv list, or a string split like a shell would without running one (see reload_shell)
     reload: str | list[str] | None = None
     reload_shell: bool = False
@@ -67,6 +82,40 @@ class FilesOptions(BaseModel):
     verify: tuple[str, ...] = ()
     settle_seconds: float = Field(default=15, ge=0)
     probe_timeout: float = Field(default=10, gt=0)
+
+    @field_validator("mode")
+    @classmethod
+    def _private_key_stays_private(cls, mode: int, info: ValidationInfo) -> int:
+        # key, combined and pfx are declared before mode, so they are validated already
+        holds_key = any(info.data.get(kind) for kind in ("key", "combined", "pfx"))
+        problem = key_mode_problem(mode, holds_key=holds_key)
+        if problem:
+            raise ValueError(problem)
+        return mode
+
+
+def key_mode_problem(mode: int, *, holds_key: bool) -> str | None:
+    """Why ``mode`` may not be used for files holding a private key, or None."""
+    if holds_key and mode & 0o077:
+        return (f"{mode:#o} ({mode}) gives the group or everyone access to the private key; use 0o600 "
+                "(or 0o400): the server reading the key starts as root")
+    return None
+
+
+def group_id(group: str | int, *, where: str) -> int:
+    """The id of ``group`` (a name or a number); ConfigError naming ``where`` if unknown."""
+    if isinstance(group, int):
+        return group
+    if group.isdigit():
+        return int(group)
+    if sys.platform == "win32":
+        raise ConfigError(f"{where}: file groups are a POSIX feature")
+    import grp
+
+    try:
+        return int(grp.getgrnam(group).gr_gid)
+    except KeyError:
+        raise ConfigError(f"{where}: no group named {group!r}") from None
 
 
 class FilesBinder(probe.ProbedEndpoints):
@@ -86,6 +135,7 @@ class FilesBinder(probe.ProbedEndpoints):
         pfx_encryption: Literal["aes256", "legacy"] = "aes256",
         pfx_friendly_name: str | None = None,
         mode: int = 0o600,
+        group: int | None = None,
         reload: Sequence[str] | None = None,
         reload_timeout: float = 30,
         verify: Sequence[str] = (),
@@ -111,7 +161,12 @@ class FilesBinder(probe.ProbedEndpoints):
         self._pfx_password = pfx_password
         self.pfx_encryption = pfx_encryption
         self.pfx_friendly_name = pfx_friendly_name
+        problem = key_mode_problem(mode, holds_key=any((key, combined, pfx)))
+        if problem:
+            raise ConfigError(f"bindings.{name}.mode: {problem}")
         self.mode = mode
+        self.group = group
+        self.dir_mode = 0o750 if group is not None else 0o700
         self.reload = list(reload) if reload else None
         self.reload_timeout = reload_timeout
         self._setup_probe(verify, settle_seconds, probe_timeout, prober)
@@ -133,6 +188,7 @@ class FilesBinder(probe.ProbedEndpoints):
             pfx_encryption=opts.pfx_encryption,
             pfx_friendly_name=opts.pfx_friendly_name,
             mode=opts.mode,
+            group=group_id(opts.group, where=f"bindings.{name}.group") if opts.group is not None else None,
             reload=reload,
             reload_timeout=opts.reload_timeout,
             verify=opts.verify,
@@ -175,12 +231,21 @@ class FilesBinder(probe.ProbedEndpoints):
     def deploy(self, bundle: Bundle, previous: Bundle | None) -> None:
         """Write the files, reload, verify; on a failed reload or verification put the previous
         files back, reload again and raise (BindError / VerifyError naming the step)."""
+        extra = {"cert": bundle.certificate_id, "binding": self.name}
+        for path in self.paths.values():
+            if path is not None and (stale := remove_stale_temps(path)):
+                log.warning("%s: removed %d temp file(s) a killed run left beside %s", self.name, len(stale),
+                            path, extra=extra)
         wanted = self.contents(bundle)
         snapshot = take_snapshot(wanted)
-        extra = {"cert": bundle.certificate_id, "binding": self.name}
+        if previous is not None and not self.holds_one_pair(snapshot):
+            # a run killed between two renames left a new certificate beside the old key: never
+            # put that back; the previous certificate is the state to return to
+            log.warning("%s: the files on disk are not one certificate and its key; repairing", self.name,
+                        extra=extra)
+            snapshot = dict(self.contents(previous))
         try:
-            for path, data in wanted.items():
-                atomic_write(path, data, self.mode)
+            atomic_write_all(wanted, self.mode, group=self.group, dir_mode=self.dir_mode)
         except OSError as exc:
             self._roll_back(snapshot, extra)
             raise BindError(
@@ -201,8 +266,25 @@ class FilesBinder(probe.ProbedEndpoints):
                     f"{self.name}: verify: {verification.summary()}; previous files restored{problems}"
                 )
 
+    def holds_one_pair(self, files: Mapping[Path, bytes | None]) -> bool:
+        """Whether ``files`` (path -> contents, None if absent) hold one certificate and its key:
+        the leaf of every certificate file present has the public key of every key file present
+        (a PFX is one file, consistent by itself; absent files are not compared)."""
+        def contents(kinds: tuple[str, ...]) -> list[bytes | None]:
+            return [files.get(path) for kind in kinds if (path := self.paths[kind]) is not None]
+
+        leaves, keys = contents(("cert", "fullchain", "combined")), contents(("key", "combined"))
+        try:
+            publics = {public_key_der(load_certificates(data, what="certificate file")[0].public_key())
+                       for data in leaves if data is not None}
+            publics |= {public_key_der(load_private_key(_key_block(data), what="key file"))
+                        for data in keys if data is not None}
+        except CertkeeperError:
+            return False
+        return len(publics) <= 1
+
     def _roll_back(self, snapshot: Mapping[Path, bytes | None], extra: Mapping[str, str]) -> str:
-        problems = restore_snapshot(snapshot, self.mode)
+        problems = restore_snapshot(snapshot, self.mode, group=self.group, dir_mode=self.dir_mode)
         if self.reload:
             try:
                 run_command(
@@ -216,3 +298,11 @@ class FilesBinder(probe.ProbedEndpoints):
 
     def retire(self, previous: Bundle, current: Bundle) -> None:
         """Nothing to remove: the files now hold ``current``."""
+
+
+def _key_block(data: bytes) -> bytes:
+    """The private key block of a PEM file that may also hold certificates (``combined``)."""
+    for block in pem_blocks(data, what="key file"):
+        if block.label.endswith("PRIVATE KEY"):
+            return block.pem
+    return data

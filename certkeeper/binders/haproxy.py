@@ -11,9 +11,12 @@ Example binding::
 Steps (HAProxy 2.2+ runtime API, "set ssl cert" / "commit ssl cert"): open a transaction with
 ``set ssl cert <crt> <<`` and the PEM (leaf, chain, key), ``commit ssl cert <crt>``; on any error
 ``abort ssl cert <crt>``. No reload, no restart: existing connections keep going. Then the same
-PEM is written to ``<crt>`` atomically (0600) so a restart serves it too, and the endpoints are
-probed. If writing or verification fails, the previous PEM is pushed back the same way and the
-file restored. The socket needs ``level admin``.
+PEM is written to ``<crt>`` atomically (0600, owned by the user running certkeeper) so a restart
+serves it too, and the endpoints are probed. If writing or verification fails, the previous PEM is
+pushed back the same way and the file restored. The socket needs ``level admin``.
+
+The key and its certificate are one file, so a kill can never leave them mismatched; the temp file
+a killed write leaves (it holds a key) is removed by the next deploy.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from certkeeper.atomicfile import atomic_write
+from certkeeper.atomicfile import atomic_write, remove_stale_temps
 from certkeeper.binders import probe
+from certkeeper.binders.files import key_mode_problem
 from certkeeper.binders.snapshots import restore_snapshot, take_snapshot
 from certkeeper.config import validate_options
 from certkeeper.errors import BindError, ConfigError, VerifyError
@@ -46,7 +50,16 @@ class HaproxyOptions(BaseModel):
     verify: tuple[str, ...] = ()
     settle_seconds: float = Field(default=10, ge=0)
     probe_timeout: float = Field(default=10, gt=0)
+    #: permission bits of the crt file, which holds the key: no group or world access
     mode: int = Field(default=0o600, ge=0, le=0o777)
+
+    @field_validator("mode")
+    @classmethod
+    def _private_key_stays_private(cls, mode: int) -> int:
+        problem = key_mode_problem(mode, holds_key=True)
+        if problem:
+            raise ValueError(problem)
+        return mode
 
 
 class RuntimeApi:
@@ -114,6 +127,9 @@ class HaproxyBinder(probe.ProbedEndpoints):
         if not self.crt.is_absolute():
             raise ConfigError(f"bindings.{name}.crt: must be the absolute path used in haproxy.cfg")
         self._setup_probe(verify, settle_seconds, probe_timeout, prober)
+        problem = key_mode_problem(mode, holds_key=True)
+        if problem:
+            raise ConfigError(f"bindings.{name}.mode: {problem}")
         self.mode = mode
 
     @classmethod
@@ -153,6 +169,8 @@ class HaproxyBinder(probe.ProbedEndpoints):
             log.warning("%s: abort ssl cert failed: %s", self.name, exc)
 
     def deploy(self, bundle: Bundle, previous: Bundle | None) -> None:
+        if stale := remove_stale_temps(self.crt):
+            log.warning("%s: removed %d temp file(s) a killed run left beside %s", self.name, len(stale), self.crt)
         snapshot = take_snapshot([self.crt])
         old_pem = snapshot[self.crt]
         new_pem = self.pem(bundle)

@@ -1,7 +1,7 @@
 """File snapshots for rollback, and the reload commands that follow a write; shared by the files
 and HAProxy binders.
 
-Atomic writes are :func:`certkeeper.atomicfile.atomic_write`."""
+Atomic writes are :func:`certkeeper.atomicfile.atomic_write_all`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from certkeeper.atomicfile import atomic_write
+from certkeeper.atomicfile import atomic_write_all
 from certkeeper.errors import BindError
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,26 @@ def take_snapshot(paths: Iterable[Path]) -> Snapshot:
     return snapshot
 
 
-def restore_snapshot(snapshot: Mapping[Path, bytes | None], mode: int = 0o600) -> list[str]:
-    """Put every file back as it was; returns the problems (logged, never raised over the
-    original error)."""
+def restore_snapshot(snapshot: Mapping[Path, bytes | None], mode: int = 0o600, *, group: int | None = None,
+                     dir_mode: int = 0o700) -> list[str]:
+    """Put every file back as it was (the ones that existed together, as in
+    :func:`~certkeeper.atomicfile.atomic_write_all`); returns the problems (logged, never raised
+    over the original error)."""
     problems: list[str] = []
+    present = {path: data for path, data in snapshot.items() if data is not None}
+    try:
+        atomic_write_all(present, mode, group=group, dir_mode=dir_mode)
+    except OSError as exc:
+        problems.append(f"{exc.filename or ''}: {exc.strerror or exc}")
+        log.error("could not restore %s: %s", ", ".join(str(path) for path in present), exc)
     for path, data in snapshot.items():
-        try:
-            if data is None:
+        if data is None:
+            try:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-            else:
-                atomic_write(path, data, mode)
-        except OSError as exc:
-            problems.append(f"{path}: {exc.strerror or exc}")
-            log.error("could not restore %s: %s", path, exc)
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror or exc}")
+                log.error("could not remove %s: %s", path, exc)
     return problems
 
 

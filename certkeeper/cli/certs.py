@@ -172,7 +172,9 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
 @click.command()
 @click.argument("cert_id", shell_complete=complete_certificate_ids)
 @click.option("--format", "fmt", type=click.Choice(["pem", "pfx"]), required=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), required=True,
+              help="File to write (replaced atomically, mode 0600; never a link or a device), or - for "
+                   "standard output.")
 @click.option("--pfx-encryption", type=click.Choice(["aes256", "legacy"]), default="aes256", show_default=True,
               help="legacy (3DES/SHA-1) for Windows Server 2016 and older, which cannot import AES PFX.")
 @click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -180,12 +182,28 @@ def show(ctx: click.Context, cert_id: str, as_json: bool, pem: bool) -> None:
 @click.pass_context
 def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encryption: str,
            password_file: Path | None) -> None:
-    """Write the current certificate, chain and key to a file (mode 0600).
+    """Write the current certificate, chain and key to a file (mode 0600), or to standard output
+    with --out -.
 
-    PEM holds the leaf, the chain and the key. PFX is encrypted with a password.
+    PEM holds the leaf, the chain and the key. PFX is encrypted with a password. The file is
+    created new and owned by the user running certkeeper, whatever was at the path; a symbolic
+    link or a device (/dev/stdout) there is refused: use --out - for standard output.
     """
+    import sys
+
+    from certkeeper.atomicfile import check_target, remove_stale_temps
+    from certkeeper.errors import InputError
     from certkeeper.pki.pkcs12.build import generate_password
 
+    to_stdout = str(out_path) == "-"
+    if to_stdout and fmt == "pfx" and sys.stdout.isatty():
+        raise click.UsageError("a PFX is binary: redirect standard output (--out - > mail.pfx) or give a file")
+    if not to_stdout:
+        try:
+            check_target(out_path)
+        except OSError as exc:
+            raise InputError(f"cannot write {out_path}: {exc.strerror}; for standard output use --out -") from None
+        remove_stale_temps(out_path)  # what a killed export to this path left (it holds a key)
     service = open_service(ctx, read_only=True)
     password: bytes | None = None
     generated = False
@@ -194,11 +212,17 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
             password = password_file.read_bytes().rstrip(b"\r\n")
         else:
             password, generated = generate_password().encode(), True
-    audited = service.inventory.export(cert_id, fmt=fmt, out=out_path, password=password, encryption=pfx_encryption)
-    if not audited:
+    out = console(stderr=to_stdout)  # with --out -, standard output holds only the export
+    exported = service.inventory.export(
+        cert_id, fmt=fmt, out=None if to_stdout else out_path, password=password, encryption=pfx_encryption
+    )
+    if exported.data is not None:
+        sys.stdout.buffer.write(exported.data)
+        sys.stdout.buffer.flush()
+    else:
+        out.print(f"Wrote {out_path} ({fmt}{', ' + pfx_encryption if fmt == 'pfx' else ''}, mode 0600)")
+    if not exported.audited:
         click.echo("note: the store's disk cannot be written, so this export is not in `show`'s events", err=True)
-    out = console()
-    out.print(f"Wrote {out_path} ({fmt}{', ' + pfx_encryption if fmt == 'pfx' else ''}, mode 0600)")
     if generated and password is not None:
         out.print(f"PFX password (shown once, not stored): [bold]{password.decode()}[/bold]")
 
@@ -209,15 +233,23 @@ def export(ctx: click.Context, cert_id: str, fmt: str, out_path: Path, pfx_encry
               help="File holding the PFX password.")
 @click.option("--id", "cert_id", help="Certificate id (default: the first name).")
 @click.option("--issuer", default="internal", show_default=True, help="Issuer that renews it from now on.")
+@click.option("--allow-expired", is_flag=True, help="Import an expired certificate too (it is renewed at once).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def import_(ctx: click.Context, file: Path, password_file: Path | None, cert_id: str | None, issuer: str,
-            as_json: bool) -> None:
-    """Bring an existing PEM or PFX (e.g. the Exchange certificate in use today) under management."""
+            allow_expired: bool, as_json: bool) -> None:
+    """Bring an existing PEM or PFX (e.g. the Exchange certificate in use today) under management.
+
+    The file must hold the server certificate and its private key (RSA or ECDSA), and may hold its
+    chain. Refused with one line: a certificate without its key, only CA certificates, a DSA key,
+    a PFX password missing or wrong, a malformed certificate, a CA certificate as the server
+    certificate, and an expired one unless --allow-expired.
+    """
     service = open_service(ctx)
     password = password_file.read_bytes().rstrip(b"\r\n") if password_file else None
     outcome = service.inventory.import_file(
-        file.read_bytes(), what=str(file), password=password, cert_id=cert_id, issuer=issuer
+        file.read_bytes(), what=str(file), password=password, cert_id=cert_id, issuer=issuer,
+        allow_expired=allow_expired,
     )
     if as_json:
         print_json(_outcome_dict(outcome))

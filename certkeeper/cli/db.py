@@ -17,7 +17,9 @@ def _engine(ctx: click.Context):  # type: ignore[no-untyped-def]
 
     config = load_config(ctx)
     if not config.settings.store.url:
-        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from certkeeper.atomicfile import make_dirs
+
+        make_dirs(config.data_dir, 0o700)
     return make_engine(config.store_url)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, Self, cast, runtime_checkable
 
+from certkeeper.hostnames import NamePolicy
 from certkeeper.model import IssueRequest, IssueResult, RenewalWindow
 from certkeeper.plugins import PluginContext, load_plugin
 
@@ -17,8 +18,9 @@ class Issuer(Protocol):
     """Turns an IssueRequest into a chain; raises IssuanceError (or a subclass)."""
 
     name: str
-    #: whether internal names (single-label, .local, .corp ...) may be requested: only private CAs
-    allows_internal_names: bool
+    #: which names its CA can sign: PUBLIC (no internal or special-use names) or PRIVATE; the
+    #: service normalises every requested name with it before anything is stored or ordered
+    name_policy: NamePolicy
 
     @classmethod
     def from_options(cls, name: str, options: Mapping[str, Any], context: PluginContext) -> Self: ...

@@ -51,6 +51,7 @@ from certkeeper.errors import (
     IssuanceRejected,
     IssuedCertificateInvalid,
 )
+from certkeeper.hostnames import NamePolicy
 from certkeeper.issuers.adcs_auth import AuthenticationFailed, SpnegoAuth
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.plugins import PluginContext
@@ -299,14 +300,12 @@ def _dns_names(cert: x509.Certificate) -> set[str]:
 
 
 class AdcsIssuer:
-    """Issues from an AD CS enterprise CA through its certsrv web enrollment pages.
-
-    Build it with :meth:`from_options`. Each :meth:`issue` call opens its own HTTP session (NTLM
-    and Negotiate are bound to connections) and closes it.
-    """
+    """Issues from an AD CS enterprise CA through its certsrv web enrollment pages (build it with
+    :meth:`from_options`). Each :meth:`issue` call opens its own HTTP session (NTLM and Negotiate
+    are bound to connections) and closes it."""
 
     #: an enterprise CA issues internal names (server.corp.local) that public CAs cannot
-    allows_internal_names = True
+    name_policy = NamePolicy.PRIVATE
 
     def __init__(self, name: str, options: AdcsOptions, context: PluginContext) -> None:
         self.name = name

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from certkeeper.clock import Clock
 from certkeeper.config import validate_options
 from certkeeper.errors import InputError, IssuanceRejected
+from certkeeper.hostnames import NamePolicy
 from certkeeper.model import IssueRequest, IssueResult, KeyType
 from certkeeper.pki.csr import csr_names, load_csr, subject_for
 from certkeeper.pki.keys import (
@@ -91,7 +92,7 @@ class InternalCA:
     certificate and key.
     """
 
-    allows_internal_names = True
+    name_policy = NamePolicy.PRIVATE
 
     def __init__(self, name: str, options: InternalCAOptions, state: StateStore, clock: Clock) -> None:
         self.name = name

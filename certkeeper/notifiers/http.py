@@ -33,8 +33,6 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from certkeeper.clock import Clock
 from certkeeper.errors import CertkeeperError, ConfigError, NotifyError
 from certkeeper.plugins import PluginContext
+from certkeeper.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +365,11 @@ def post_json(
             if last:
                 raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
             continue
-        except urllib3.exceptions.SSLError:
+        except urllib3.exceptions.SSLError as exc:
+            if not _certificate_refused(exc):
+                # No TLS answer at all (a plain-text service, a port that hangs up): say what a
+                # closed port says, so a test send cannot map which ports are open (SSRF, CWE-918).
+                raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
             # Retryable: the receiver may be mid-way through its own certificate renewal.
             raise NotifyError(
                 f"the TLS handshake with {policy.what} failed (untrusted or wrong certificate)"
@@ -383,6 +386,20 @@ def post_json(
             body=data,
         )
     raise NotifyError(f"the host name of {policy.what} does not resolve")  # no addresses (unreachable)
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    """Whether a TLS failure is our refusal of the server's certificate (a TLS server answered),
+    rather than a server that did not speak TLS at all."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        nested = [arg for arg in current.args if isinstance(arg, BaseException)]
+        current = current.__cause__ or current.__context__ or (nested[0] if nested else None)
+    return False
 
 
 def _pool(
@@ -402,22 +419,6 @@ def _pool(
     )
 
 
-def parse_retry_after(value: str | None, clock: Clock) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when: datetime = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - clock.now()).total_seconds())
-
-
 def raise_for_status(response: Response, what: str, clock: Clock) -> None:
     """Turn a non-2xx answer into NotifyError: 429 waits for Retry-After, 5xx and 408 retry,
     3xx (never followed) and other 4xx are permanent."""
@@ -429,14 +430,19 @@ def raise_for_status(response: Response, what: str, clock: Clock) -> None:
             f"{what} answered with a redirect (HTTP {status}); redirects are not followed", retryable=False
         )
     if status == 429:
-        retry_after = parse_retry_after(response.headers.get("retry-after"), clock)
+        retry_after = _retry_after(response, clock)
         raise NotifyError(f"{what} is rate limiting us (HTTP 429)", retryable=True, retry_after=retry_after)
     if status >= 500 or status == 408:
-        retry_after = parse_retry_after(response.headers.get("retry-after"), clock)
+        retry_after = _retry_after(response, clock)
         raise NotifyError(f"{what} failed (HTTP {status})", retryable=True, retry_after=retry_after)
     reason = _short_reason(response.body)
     suffix = f": {reason}" if reason else ""
     raise NotifyError(f"{what} refused the message (HTTP {status}){suffix}", retryable=False)
+
+
+def _retry_after(response: Response, clock: Clock) -> float | None:
+    return parse_retry_after(response.headers.get("retry-after"), date=response.headers.get("date"),
+                             now=clock.now())
 
 
 def _short_reason(body: bytes) -> str:

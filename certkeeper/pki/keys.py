@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from certkeeper.errors import InputError
 from certkeeper.model import KeyType
@@ -59,9 +59,16 @@ def load_private_key(pem: bytes, *, what: str = "private key") -> PrivateKey:
     except Exception as exc:  # noqa: BLE001 - cryptography raises UnsupportedAlgorithm and others
         raise InputError(f"{what}: cannot load the private key ({type(exc).__name__})") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        kind = describe_key(key.public_key())
-        raise InputError(f"{what}: {kind} keys are not supported (RSA or ECDSA only)")
+        raise InputError(f"{what}: {unsupported_key(key)}")
     return key
+
+
+def unsupported_key(key: PrivateKeyTypes) -> str:
+    """Why a private key that is not RSA or ECDSA cannot be used, in words (no key material)."""
+    if isinstance(key, dsa.DSAPrivateKey):
+        # DSA cannot sign in TLS 1.3 (RFC 8446 §4.2.3) and no CA issues for it any more
+        return "DSA is not supported: a server certificate needs an RSA or ECDSA key"
+    return f"{describe_key(key.public_key())} keys are not supported (RSA or ECDSA only)"
 
 
 def key_type_of(key: PrivateKey | PublicKeyTypes) -> KeyType | None:
@@ -90,6 +97,8 @@ def describe_key(public_key: PublicKeyTypes) -> str:
         return "Ed25519"
     if isinstance(public_key, ed448.Ed448PublicKey):
         return "Ed448"
+    if isinstance(public_key, dsa.DSAPublicKey):
+        return f"DSA {public_key.key_size}"
     return type(public_key).__name__.removesuffix("PublicKey").removeprefix("_")
 
 

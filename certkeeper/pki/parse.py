@@ -2,23 +2,28 @@
 
 Every loader takes ``what`` (usually the file name) and raises
 :class:`~certkeeper.errors.InputError` naming it; messages never contain the input's bytes.
+:func:`read_import` is what ``certkeeper import`` runs: it opens any of the accepted forms and
+checks that the result can be served, with one line for each way it cannot.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from certkeeper.errors import InputError
 from certkeeper.pki.chain import order_chain
 from certkeeper.pki.fingerprint import sha1_thumbprint, sha256_fingerprint
-from certkeeper.pki.keys import PrivateKey, describe_key, load_private_key, public_key_der
+from certkeeper.pki.keys import PrivateKey, describe_key, load_private_key, public_key_der, unsupported_key
 from certkeeper.pki.pkcs12.structure import iteration_counts
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
@@ -74,6 +79,8 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
     if not is_pem(data):
         try:
             return [x509.load_der_x509_certificate(data)]
+        except x509.InvalidVersion as exc:
+            raise _bad_version(exc, what) from None
         except ValueError:
             raise InputError(f"{what}: neither PEM nor a DER certificate") from None
     blocks = pem_blocks(data, what=what)
@@ -86,6 +93,8 @@ def load_certificates(data: bytes, *, what: str) -> list[x509.Certificate]:
             raise InputError(f"{what}: PEM block {index} has an unexpected label 'BEGIN {block.label}'")
         try:
             certs.append(x509.load_pem_x509_certificate(block.pem))
+        except x509.InvalidVersion as exc:
+            raise _bad_version(exc, f"{what}: PEM block {index}") from None
         except ValueError:
             raise InputError(
                 f"{what}: PEM block {index} (BEGIN {block.label}) is not a valid certificate"
@@ -246,22 +255,191 @@ def load_pfx(
         # or PKCS12 data" rather than "Could not deserialize PKCS12 data"): the MAC or the
         # decryption failed, which almost always means the password is wrong.
         if counts is not None or "password" in str(exc).lower():
+            if password is None:
+                raise InputError(f"{what}: the PFX is protected by a password: give it with "
+                                 "--password-file") from None
             raise InputError(f"{what}: wrong PFX password (or the file is damaged inside)") from None
         raise InputError(f"{what}: not a PFX/PKCS#12 file, or it is truncated or corrupt") from None
+    except x509.InvalidVersion as exc:
+        raise _bad_version(exc, what) from None
     except Exception as exc:  # noqa: BLE001 - UnsupportedAlgorithm (e.g. RC2 without legacy provider)
         raise InputError(f"{what}: cannot open the PFX ({type(exc).__name__}: {exc})") from None
-    if loaded.key is None:
-        raise InputError(f"{what}: the PFX holds no private key (export it again with the key)")
-    key = loaded.key
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        kind = describe_key(key.public_key())
-        raise InputError(f"{what}: {kind} keys are not supported (RSA or ECDSA only)")
     certs = []
     if loaded.cert is not None:
         certs.append(loaded.cert.certificate)
     certs.extend(extra.certificate for extra in loaded.additional_certs)
+    if loaded.key is None:
+        if certs:
+            raise without_key(certs, what=what)
+        raise InputError(f"{what}: the PFX holds neither a private key nor a certificate")
+    key = loaded.key
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise InputError(f"{what}: {unsupported_key(key)}")
     if not certs:
-        raise InputError(f"{what}: the PFX holds no certificate")
+        raise InputError(f"{what}: the PFX holds a private key without its certificate")
     leaf, chain = _leaf_and_chain(key, certs, what=what)
     return key, leaf, chain
 
+
+
+# -- certkeeper import --------------------------------------------------------------------------
+
+#: extension names as openssl and RFC 5280 §4.2 spell them, for messages
+_EXTENSION_NAMES = {
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME: "subjectAltName",
+    ExtensionOID.ISSUER_ALTERNATIVE_NAME: "issuerAltName",
+    ExtensionOID.EXTENDED_KEY_USAGE: "extendedKeyUsage",
+    ExtensionOID.KEY_USAGE: "keyUsage",
+    ExtensionOID.BASIC_CONSTRAINTS: "basicConstraints",
+    ExtensionOID.CERTIFICATE_POLICIES: "certificatePolicies",
+    ExtensionOID.NAME_CONSTRAINTS: "nameConstraints",
+    ExtensionOID.POLICY_CONSTRAINTS: "policyConstraints",
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER: "authorityKeyIdentifier",
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER: "subjectKeyIdentifier",
+    ExtensionOID.AUTHORITY_INFORMATION_ACCESS: "authorityInfoAccess",
+    ExtensionOID.CRL_DISTRIBUTION_POINTS: "cRLDistributionPoints",
+}
+
+
+def read_import(
+    data: bytes,
+    password: bytes | None,
+    *,
+    what: str,
+    now: datetime,
+    allow_expired: bool = False,
+) -> tuple[PrivateKey, x509.Certificate, list[x509.Certificate]]:
+    """Open a file given to ``certkeeper import`` and check that it can be served.
+
+    Accepted: a PEM bundle (one private key and certificates, in any order) or a PFX. Refused,
+    each with one line naming ``what``: a certificate without its key (PEM or DER), a private key
+    without its certificate, a bundle of only CA certificates, a DSA key, a PFX that needs a
+    password when none was given, a certificate with a duplicate or malformed extension
+    (subjectAltName, issuerAltName, extendedKeyUsage, basicConstraints, certificatePolicies,
+    nameConstraints ...) or an unknown X.509 version, one the library calls malformed, a CA
+    certificate (basicConstraints CA:TRUE) as the server certificate, and an expired one unless
+    ``allow_expired``. Library warnings never reach the terminal: the ones about malformed input
+    become the refusal, the others are dropped.
+
+    Returns:
+        (private key, leaf certificate, chain ordered towards the root).
+
+    Raises:
+        InputError: one line, naming ``what``.
+    """
+    if not data.strip():
+        raise InputError(f"{what}: empty file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        key, leaf, chain = _open_import(data, password, what=what)
+        for index, cert in enumerate([leaf, *chain]):
+            check_well_formed(cert, what=what if index == 0 else f"{what}: chain certificate {index}")
+    for warning in caught:
+        if issubclass(warning.category, CryptographyDeprecationWarning):
+            # e.g. "Parsed a serial number which wasn't positive ...": malformed per RFC 5280,
+            # and a later cryptography refuses to load it at all
+            text = str(warning.message).split(". ", 1)[0].rstrip(".")
+            raise InputError(f"{what}: malformed certificate: {text}")
+    if is_ca(leaf):
+        raise InputError(
+            f"{what}: the certificate for {common_name(leaf) or leaf.subject.rfc4514_string()} is a CA "
+            "certificate (basicConstraints CA:TRUE), not a server certificate; import the server "
+            "certificate it issued, with its key"
+        )
+    if leaf.not_valid_after_utc <= now and not allow_expired:
+        raise InputError(
+            f"{what}: the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; pass "
+            "--allow-expired to import it anyway (it is then renewed at once)"
+        )
+    return key, leaf, chain
+
+
+def check_well_formed(cert: x509.Certificate, *, what: str) -> None:
+    """Parse every extension of ``cert`` the library knows; InputError naming the first one that
+    appears twice (RFC 5280 §4.2: at most once each) or does not parse."""
+    try:
+        cert.extensions  # noqa: B018 - parsing is the check
+    except x509.DuplicateExtension as exc:
+        raise InputError(f"{what}: malformed certificate: the {_extension_name(exc.oid)} extension "
+                         "appears twice (RFC 5280 §4.2 allows each extension once)") from None
+    except ValueError:
+        name = _malformed_extension(cert)
+        which = f"its {name} extension" if name else "one of its extensions"
+        raise InputError(f"{what}: malformed certificate: {which} cannot be parsed") from None
+
+
+def without_key(certs: list[x509.Certificate], *, what: str, form: str = "") -> InputError:
+    """The refusal for certificates that came without their private key."""
+    if all(is_ca(cert) for cert in certs):
+        count = f"{len(certs)} CA certificates" if len(certs) > 1 else "a CA certificate"
+        return InputError(f"{what}: only {count}, no server certificate and no key: export the server "
+                          "certificate with its private key (a PFX from the server that uses it)")
+    return InputError(f"{what}: a certificate without its key{form}: export it with its private key "
+                      "(a PFX, or PEM with the key)")
+
+
+def _open_import(
+    data: bytes, password: bytes | None, *, what: str
+) -> tuple[PrivateKey, x509.Certificate, list[x509.Certificate]]:
+    if is_pem(data):
+        blocks = pem_blocks(data, what=what)
+        labels = {block.label for block in blocks}
+        if "DSA PRIVATE KEY" in labels:
+            raise InputError(f"{what}: DSA is not supported: a server certificate needs an RSA or ECDSA key")
+        if not labels & {label.decode() for label in _CERT_LABELS}:
+            if labels & {label.decode() for label in _KEY_LABELS}:
+                raise InputError(f"{what}: a private key without its certificate")
+        if not labels & {label.decode() for label in _KEY_LABELS}:
+            raise without_key(load_certificates(data, what=what), what=what)
+        key, leaf, chain = split_bundle(data, what=what)
+        assert key is not None
+        return key, leaf, chain
+    try:
+        cert = x509.load_der_x509_certificate(data)
+    except x509.InvalidVersion as exc:
+        raise _bad_version(exc, what) from None
+    except ValueError:
+        pass
+    else:
+        raise without_key([cert], what=what, form=" (a DER certificate)")
+    try:
+        serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError):
+        pass
+    except Exception:  # noqa: BLE001, S110 - UnsupportedAlgorithm: not a key we read; try PFX
+        pass
+    else:
+        raise InputError(f"{what}: a private key without its certificate")
+    return load_pfx(data, password, what=what)
+
+
+def _bad_version(exc: x509.InvalidVersion, what: str) -> InputError:
+    return InputError(f"{what}: malformed certificate: unknown X.509 version (v{exc.parsed_version + 1}; "
+                      "RFC 5280 §4.1.2.1 knows v1 to v3)")
+
+
+def _extension_name(oid: x509.ObjectIdentifier) -> str:
+    return _EXTENSION_NAMES.get(oid, oid.dotted_string)
+
+
+def _malformed_extension(cert: x509.Certificate) -> str | None:
+    """Which extension of ``cert`` does not parse: each is tried alone in a copy of the
+    certificate (parsing needs no valid signature); None when the DER cannot be taken apart."""
+    from pyasn1.codec.der import decoder, encoder
+    from pyasn1.error import PyAsn1Error
+    from pyasn1_modules import rfc5280
+
+    try:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        parsed, _ = decoder.decode(der, asn1Spec=rfc5280.Certificate())
+        extensions = parsed["tbsCertificate"]["extensions"]
+        for extension in list(extensions):
+            extensions.clear()
+            extensions.append(extension)
+            try:
+                x509.load_der_x509_certificate(encoder.encode(parsed)).extensions  # noqa: B018
+            except ValueError:
+                return _extension_name(x509.ObjectIdentifier(str(extension["extnID"])))
+    except (PyAsn1Error, ValueError):
+        pass
+    return None

@@ -71,11 +71,12 @@ class Service:
         ``read_only`` is for commands that only read (``list``, ``show``, ``status``, ``export``):
         when the disk is full or read-only they open the SQLite store read-only instead of failing.
         """
+        from certkeeper.atomicfile import make_dirs
         from certkeeper.sealing import load_sealer
         from certkeeper.store import db
 
         if create and not config.settings.store.url:
-            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(config.data_dir, 0o700)
         sealer = load_sealer(config.secret_key_file, create=create)
         busy = config.settings.store.busy_timeout_seconds
         engine = db.make_engine(config.store_url, busy_timeout=busy)

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from certkeeper import hostnames
 from certkeeper.errors import ConfigError, InputError, NotFound, StoreError
+from certkeeper.hostnames import NamePolicy
 from certkeeper.issuers import SupportsRevoke
 from certkeeper.lifecycle.renewal import renewal_time
 from certkeeper.model import Bundle, RevisionState
@@ -26,6 +27,13 @@ log = logging.getLogger(__name__)
 REVOCATION_REASONS = {
     "unspecified": 0, "keyCompromise": 1, "affiliationChanged": 3, "superseded": 4, "cessationOfOperation": 5,
 }
+
+
+class Exported(NamedTuple):
+    """An export: its bytes when no file was named, and whether the audit trail records it."""
+
+    data: bytes | None
+    audited: bool
 
 
 class PrunedRevision(NamedTuple):
@@ -54,21 +62,27 @@ class Inventory:
             return revisions.bundle(store.sealer, row)
 
     def import_file(
-        self, data: bytes, *, what: str, password: bytes | None, cert_id: str | None, issuer: str = "internal"
+        self,
+        data: bytes,
+        *,
+        what: str,
+        password: bytes | None,
+        cert_id: str | None,
+        issuer: str = "internal",
+        allow_expired: bool = False,
     ) -> IssueOutcome:
-        """Bring an existing PEM or PFX (e.g. today's Exchange certificate) under management."""
-        if parse.is_pem(data):
-            key, leaf, chain = parse.split_bundle(data, what=what)
-        else:
-            key, leaf, chain = parse.load_pfx(data, password, what=what)
-        if key is None:
-            raise InputError(f"{what} holds no private key: export it with its key (PFX or PEM with the key)")
-        if not parse.public_key_matches(key, leaf):
-            raise InputError(f"{what}: the private key does not match the certificate")
+        """Bring an existing PEM or PFX (e.g. today's Exchange certificate) under management.
+
+        Everything :func:`certkeeper.pki.parse.read_import` refuses is refused with one line; an
+        expired certificate only with ``allow_expired``."""
+        key, leaf, chain = parse.read_import(
+            data, password, what=what, now=self.context.clock.now(), allow_expired=allow_expired
+        )
         info = parse.cert_info(leaf)
         if not info.names:
             raise InputError(f"{what}: the certificate has no DNS names (subjectAltName) to manage")
-        names = hostnames.normalize_names(info.names, allow_internal=True)
+        # what was issued elsewhere is taken as it is; the issuer that renews it judges the names then
+        names = hostnames.normalize_names(info.names, policy=NamePolicy.PRIVATE)
         key_type = pki_keys.key_type_of(key)
         if key_type is None:
             raise InputError(f"{what}: unsupported key type {info.key}")
@@ -100,39 +114,37 @@ class Inventory:
         )
 
     def export(
-        self, cert_id: str, *, fmt: str, out: Path, password: bytes | None = None, encryption: str = "aes256"
-    ) -> bool:
-        """Write the current revision to ``out`` atomically, mode 0600; returns whether the export
-        was recorded in the audit trail (not on a full or read-only store disk)."""
+        self,
+        cert_id: str,
+        *,
+        fmt: str,
+        out: Path | None,
+        password: bytes | None = None,
+        encryption: str = "aes256",
+    ) -> Exported:
+        """Export the current revision: to ``out`` (replaced atomically, mode 0600, never through a
+        link or onto a device), or, with ``out`` None, as bytes for the caller to write (standard
+        output). The export is recorded in the audit trail when the store can be written."""
         from certkeeper.atomicfile import atomic_write
-        from certkeeper.pki.pkcs12.build import build_pfx
+        from certkeeper.pki.export import export_bytes
 
-        bundle = self.bundle(cert_id)
-        if fmt == "pem":
-            data = bundle.cert_pem + bundle.chain_pem + bundle.key_pem
-        elif fmt == "pfx":
-            if password is None:
-                raise InputError("a PFX needs a password")
-            data = build_pfx(
-                bundle.key_pem, bundle.cert_pem, bundle.chain_pem, password=password,
-                encryption="legacy" if encryption == "legacy" else "aes256", friendly_name=cert_id.encode(),
-            )
-        else:
-            raise InputError(f"unknown export format {fmt!r} (pem or pfx)")
-        try:
-            atomic_write(out, data, mode=0o600)
-        except OSError as exc:
-            raise InputError(f"cannot write {out}: {exc.strerror}") from None
+        data = export_bytes(self.bundle(cert_id), fmt, password=password, encryption=encryption)
+        if out is not None:
+            try:
+                atomic_write(out, data, mode=0o600)
+            except OSError as exc:
+                raise InputError(f"cannot write {out}: {exc.strerror}; for standard output use --out -") from None
+        where = str(out) if out is not None else "standard output"
         try:
             with self.context.store.session() as session:
-                events.record(session, "exported", f"exported as {fmt} to {out}", at=self.context.clock.now(),
+                events.record(session, "exported", f"exported as {fmt} to {where}", at=self.context.clock.now(),
                               certificate_id=cert_id, node=self.context.node,
                               details={"format": fmt, "encryption": encryption if fmt == "pfx" else ""})
         except StoreError as exc:
-            # the file is written; an export on a full or read-only store disk still succeeds
+            # the export is done; on a full or read-only store disk it still succeeds
             log.warning("%s: exported, but the audit event could not be stored: %s", cert_id, exc)
-            return False
-        return True
+            return Exported(None if out is not None else data, audited=False)
+        return Exported(None if out is not None else data, audited=True)
 
     def clear_rejection(self, cert_id: str) -> None:
         """An operator's --force: allow automatic retries again after a permanent refusal."""

@@ -132,7 +132,7 @@ class Issuance:
             cert = certificates.get(session, cert_id)
             issuer_name, key_type, spec_names = cert.issuer, KeyType(cert.key_type), tuple(cert.names)
         issuer = self.context.issuer(issuer_name)
-        names = hostnames.normalize_names(spec_names, allow_internal=issuer.allows_internal_names)
+        names = hostnames.normalize_names(spec_names, policy=issuer.name_policy)
         attempt = self._start(cert_id, issuer_name, key_type, names, progress)
 
         def save_checkpoint(data: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from certkeeper import hostnames
 from certkeeper.errors import ConfigError, InputError, InvalidName, InvalidNames
+from certkeeper.hostnames import NamePolicy
 from certkeeper.model import KeyType
 from certkeeper.service.context import ServiceContext
 from certkeeper.store import certificates
@@ -64,7 +65,7 @@ class Specs:
     def plan_names(self, raw: Sequence[str], issuer_name: str) -> tuple[str, ...]:
         """The canonical names, checked against what ``issuer_name`` may sign."""
         issuer = self.context.issuer(issuer_name)
-        return hostnames.normalize_names(raw, allow_internal=issuer.allows_internal_names)
+        return hostnames.normalize_names(raw, policy=issuer.name_policy)
 
     def sync_config(self) -> list[str]:
         """Put every ``[[certificates]]`` of the config under management (or update its spec).
@@ -196,12 +197,12 @@ class Specs:
     ) -> str | None:
         """The issuer of a configured certificate with exactly these names, if any."""
         try:
-            wanted = {hostnames.normalize_name(name, allow_internal=True) for name in raw_names}
+            wanted = {hostnames.normalize_name(name, policy=NamePolicy.PRIVATE) for name in raw_names}
         except InvalidName:
             return None
         for cert in self.context.config.settings.certificates:
             try:
-                names = {hostnames.normalize_name(name, allow_internal=True) for name in cert.names}
+                names = {hostnames.normalize_name(name, policy=NamePolicy.PRIVATE) for name in cert.names}
             except InvalidName:
                 continue
             if names == wanted:

@@ -69,7 +69,9 @@ def make_engine(url: str, *, immutable: bool = False, busy_timeout: float = SQLI
             event.listen(engine, "connect", _sqlite_read_pragmas)
             return engine
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            from certkeeper.atomicfile import make_dirs
+
+            make_dirs(Path(database).parent, 0o700)  # exactly 0700 whatever the umask
         # the driver's timeout is SQLite's busy timeout (how long a write waits for another's)
         kwargs["connect_args"] = {"timeout": busy_timeout}
     else:

@@ -32,6 +32,7 @@ directory = "{pebble.directory}"
 contact = ["mailto:exchange-admins@contoso.test"]
 agree_tos = true
 ca_bundle = "{pebble.ca_bundle}"
+public_names_only = false
 {extra}
 [issuers.pebble.http01]
 mode = "standalone"

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from certkeeper.clock import SystemClock
-from certkeeper.errors import ConfigError, IssuanceRejected
+from certkeeper.errors import ConfigError, IssuanceError, IssuanceRejected
 from certkeeper.issuers import Issuer, SupportsRenewalInfo, SupportsRevoke
 from certkeeper.issuers.acme.issuer import AcmeIssuer
 from certkeeper.model import IssueRequest
@@ -31,7 +31,7 @@ def context(tmp_path: Path, state: MemoryState | None = None) -> PluginContext:
 def options(pebble: Pebble, **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "directory": pebble.directory, "contact": ["mailto:admin@contoso.test"], "agree_tos": True,
-        "ca_bundle": str(pebble.ca_bundle),
+        "ca_bundle": str(pebble.ca_bundle), "public_names_only": False,  # Pebble: a test CA, .test names
         "http01": {"mode": "standalone", "address": "127.0.0.1", "port": pebble.http_port},
     }
     base.update(extra)
@@ -217,15 +217,17 @@ def test_solver_per_name(pebble: Pebble, challtestsrv: ChallTestSrv, tmp_path: P
 
 
 def test_validation_failure_names_the_name(pebble: Pebble, tmp_path: Path) -> None:
-    """A dns-01 hook that publishes nothing: the CA cannot validate, and says so for that name."""
+    """A dns-01 hook that publishes nothing: the CA cannot validate, and says so for that name.
+    Retryable: a record that was not visible yet may be next time."""
     script = tmp_path / "noop.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
     issuer = AcmeIssuer.from_options("pebble", options(
         pebble, http01=None, dns01={"mode": "exec", "script": str(script), "cname_delegation": False}),
         context(tmp_path))
-    with pytest.raises(IssuanceRejected) as caught:
+    with pytest.raises(IssuanceError) as caught:
         issuer.issue(request(("nothing.contoso.test",)))
+    assert caught.value.retryable and not isinstance(caught.value, IssuanceRejected)
     assert caught.value.name == "nothing.contoso.test"
     assert caught.value.problem and "unauthorized" in caught.value.problem
     assert "nothing.contoso.test" in str(caught.value)

@@ -29,7 +29,7 @@ def issuer_for(pebble: Pebble, bind: Bind, tmp_path: Path, secret: str | None = 
     table.update(dns01)
     return AcmeIssuer.from_options("bind", {
         "directory": pebble.directory, "agree_tos": True, "ca_bundle": str(pebble.ca_bundle),
-        "challenge": "dns-01", "dns01": table}, context)
+        "public_names_only": False, "challenge": "dns-01", "dns01": table}, context)
 
 
 def issue(issuer: AcmeIssuer, names: tuple[str, ...]) -> tuple[bytes, bytes]:

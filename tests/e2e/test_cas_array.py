@@ -440,7 +440,7 @@ def test_acme_one_order_per_issuance_across_an_issuer_killed_mid_order(
     hook.chmod(0o755)
     array.write_config({
         "type": "acme", "directory": pebble.directory, "contact": ["mailto:exchange-admins@contoso.com"],
-        "agree_tos": True, "ca_bundle": str(pebble.ca_bundle), "challenge": "dns-01",
+        "agree_tos": True, "ca_bundle": str(pebble.ca_bundle), "challenge": "dns-01", "public_names_only": False,
         "dns01": {"mode": "exec", "script": str(hook), "cname_delegation": False},
     })
     hang.touch()  # the issuer's DNS hook hangs: the order is placed, its challenge never published

@@ -6,6 +6,7 @@ import stat
 
 import pytest
 
+from certkeeper.atomicfile import TEMP_SUFFIX
 from certkeeper.binders import probe
 from certkeeper.binders.haproxy import HaproxyBinder
 from certkeeper.errors import BindError, ConfigError, VerifyError
@@ -42,9 +43,13 @@ def test_runtime_api_swaps_without_restart(
         probe_timeout=3,
     )
     new = test_pki.bundle("mail.contoso.com")
+    # what a run killed while writing the crt file leaves beside it: a temp file holding a key
+    stale = haproxy_gateway.crt.parent / f".{haproxy_gateway.crt.name}.k1ll3d{TEMP_SUFFIX}"
+    stale.write_bytes(old.fullchain_pem + old.key_pem)
 
     binder.deploy(new, old)
 
+    assert not stale.exists()
     assert served(haproxy_gateway) == new.fingerprint
     assert haproxy_gateway.process.poll() is None and haproxy_gateway.pid == pid_before  # no restart
     info = binder.api.command("show info")

@@ -22,6 +22,7 @@ from certkeeper.errors import (
     IssuancePending,
     IssuanceRejected,
 )
+from certkeeper.hostnames import NamePolicy
 from certkeeper.issuers import Issuer, load_issuer
 from certkeeper.issuers.adcs import AdcsIssuer, parse_submission
 from certkeeper.model import IssueRequest
@@ -90,7 +91,7 @@ def test_issue_chain_verifies_against_the_ca_root(certsrv_factory: Any, context:
                                                    auth: str) -> None:
     double: CertsrvDouble = certsrv_factory(auth)
     issuer = issuer_for(double, context)
-    assert isinstance(issuer, Issuer) and issuer.allows_internal_names
+    assert isinstance(issuer, Issuer) and issuer.name_policy is NamePolicy.PRIVATE
     csr_pem, key = make_csr()
     checkpoints = Checkpoints()
 

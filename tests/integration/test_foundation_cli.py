@@ -225,10 +225,13 @@ def test_keys_rotate_loses_nothing_and_retires_the_old_key(ck, home: Path, tmp_p
     _issue(ck)
     key_file = home / "data" / "secret.key"
     old = [line for line in key_file.read_text().splitlines() if line and not line.startswith("#")]
+    stale = key_file.parent / ".secret.key.k1ll3d.certkeeper-tmp"  # a rotation killed while writing
+    stale.write_text(old[0] + "\n")
     result = ck("keys", "rotate")
     assert result.code == 0, result
     new = [line for line in key_file.read_text().splitlines() if line and not line.startswith("#")]
     assert len(new) == 1 and new != old
+    assert not stale.exists()  # a copy of the keys is not left lying around
     assert ck("export", "mail.contoso.com", "--format", "pem", "--out", str(tmp_path / "after.pem")).code == 0
     assert ck("issue", "second.contoso.com").code == 0  # the CA key (issuer state) still opens
     key_file.write_text(old[0] + "\n")

@@ -188,7 +188,9 @@ def test_slack_block_kit_message(http_stub: HttpStub, clock: FrozenClock, tmp_pa
 
 @pytest.mark.parametrize(("reply", "retryable", "retry_after"), [
     (Reply(429, {"Retry-After": "5"}, b"rate_limited"), True, 5.0),
-    (Reply(429, {"Retry-After": "Mon, 30 Nov 2026 12:01:00 GMT"}), True, 60.0),  # HTTP-date form
+    # HTTP-date form, measured against the receiver's Date (an hour behind the clock, 12:00): 61 min
+    (Reply(429, {"Retry-After": "Mon, 30 Nov 2026 12:01:00 GMT", "Date": "Mon, 30 Nov 2026 11:00:00 GMT"}),
+     True, 3660.0),
     (Reply(500, body=b"internal_error"), True, None),
     (Reply(503, {"Retry-After": "30"}), True, 30.0),
     (Reply(404, body=b"no_service"), False, None),
@@ -293,6 +295,27 @@ def test_https_connects_to_the_checked_address_with_sni_and_hostname_check(
     del options["ca_file"]
     with pytest.raises(NotifyError, match="TLS handshake"):
         SlackNotifier.from_options("ops", options, ctx).notify(expiring_event(clock))
+
+
+def test_an_open_port_without_tls_reads_like_a_closed_one(http_stub: HttpStub, clock: FrozenClock,
+                                                           tmp_path: Path) -> None:
+    """https:// to a port where a plain-HTTP server listens, and to a closed port: the same words,
+    so a test send does not tell which ports are open."""
+    from tests.fixtures.core import free_port
+
+    messages = []
+    for port in (http_stub.port, free_port()):
+        ctx = context(clock, tmp_path, {"s": f"https://127.0.0.1:{port}/hook"})
+        notifier = SlackNotifier.from_options("ops", {"webhook_url": "secret:s", **LOOPBACK}, ctx)
+        with pytest.raises(NotifyError) as failure:
+            notifier.notify(expiring_event(clock))
+        assert failure.value.retryable
+        messages.append(str(failure.value))
+    assert messages[0] == messages[1] == (
+        "could not reach the Slack webhook for notifier 'ops' (connection failed or timed out)")
+    import socket
+
+    socket.create_connection(("127.0.0.1", http_stub.port), timeout=5).close()  # that port is open
 
 
 def test_webhook_hmac_signature_verifies(http_stub: HttpStub, clock: FrozenClock, tmp_path: Path) -> None:

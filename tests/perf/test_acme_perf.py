@@ -39,6 +39,7 @@ directory = "{pebble.directory}"
 contact = ["mailto:perf@contoso.test"]
 agree_tos = true
 ca_bundle = "{pebble.ca_bundle}"
+public_names_only = false
 [issuers.pebble.http01]
 address = "127.0.0.1"
 port = {pebble.http_port}
@@ -68,7 +69,7 @@ def test_twenty_certificates_at_once(pebble_factory: PebbleFactory, challtestsrv
     context = PluginContext(clock=SystemClock(), state=MemoryState(), data_dir=tmp_path)
     issuer = AcmeIssuer.from_options("perf", {
         "directory": pebble.directory, "agree_tos": True, "ca_bundle": str(pebble.ca_bundle),
-        "http01": {"address": "127.0.0.1", "port": pebble.http_port}}, context)
+        "public_names_only": False, "http01": {"address": "127.0.0.1", "port": pebble.http_port}}, context)
     issuer.register()
     requests = []
     for index in range(20):

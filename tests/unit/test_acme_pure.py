@@ -1,4 +1,5 @@
-"""The ACME issuer's pure parts: Retry-After, ARI ids, chain choice, solver rules, problem mapping."""
+"""The ACME issuer's pure parts: ARI ids, chain choice, solver rules, problem mapping
+(Retry-After: tests/unit/test_retry_after.py)."""
 
 from __future__ import annotations
 
@@ -13,27 +14,13 @@ from cryptography.x509.oid import NameOID
 
 from certkeeper.errors import ConfigError, IssuanceError, IssuanceRejected
 from certkeeper.issuers.acme import ari
-from certkeeper.issuers.acme.client import NewOrder, parse_retry_after
+from certkeeper.issuers.acme.client import NewOrder
 from certkeeper.issuers.acme.issuer import AcmeIssuer, pick_chain
 from certkeeper.issuers.acme.options import AcmeOptions
 from certkeeper.issuers.acme.problems import translate
 from certkeeper.issuers.acme.solvers.dns01 import challenge_fqdn, txt_value
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(("header", "seconds"), [
-    ("120", 120.0),
-    ("0", 0.0),
-    ("Mon, 30 Nov 2026 12:01:30 GMT", 90.0),
-    ("Mon, 30 Nov 2026 11:00:00 GMT", 0.0),  # in the past: now
-    (None, None),
-    ("", None),
-    ("soon", None),
-    ("-5", None),
-])
-def test_retry_after_both_forms(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header, NOW) == seconds
 
 
 def _cert(serial: int, aki: bytes | None, issuer_cn: str = "Issuer", subject_cn: str = "leaf") -> x509.Certificate:
@@ -111,9 +98,14 @@ def test_dns01_values() -> None:
 
 @pytest.mark.parametrize(("code", "cls"), [
     ("badCSR", IssuanceRejected), ("rejectedIdentifier", IssuanceRejected), ("caa", IssuanceRejected),
-    ("unauthorized", IssuanceRejected), ("malformed", IssuanceRejected),
+    ("unsupportedIdentifier", IssuanceRejected), ("badSignatureAlgorithm", IssuanceRejected),
+    # a failed validation can fix itself (DNS propagation, a token served late): retried
+    ("unauthorized", IssuanceError),
+    # what a CA answers to a step repeated after a crash ("Cannot update challenge with status
+    # processing"): retried, never a permanent refusal
+    ("malformed", IssuanceError),
     ("rateLimited", IssuanceError), ("serverInternal", IssuanceError), ("connection", IssuanceError),
-    ("dns", IssuanceError),
+    ("dns", IssuanceError), ("incorrectResponse", IssuanceError), ("orderNotReady", IssuanceError),
 ])
 def test_problem_classification(code: str, cls: type[IssuanceError]) -> None:
     problem = messages.Error(typ=f"urn:ietf:params:acme:error:{code}", detail="the CA's words",
@@ -122,6 +114,24 @@ def test_problem_classification(code: str, cls: type[IssuanceError]) -> None:
     assert type(error) is cls
     assert error.name == "mail.contoso.com" and error.problem == f"{code}: the CA's words"
     assert "mail.contoso.com" in str(error) and "the CA's words" in str(error)
+
+
+def test_unauthorized_is_permanent_only_for_an_eab_registration() -> None:
+    from certkeeper.issuers.acme.problems import PERMANENT_WITH_UNAUTHORIZED
+
+    problem = messages.Error(typ="urn:ietf:params:acme:error:unauthorized", detail="bad EAB MAC")
+    assert type(translate(problem, what="ACME account registration", permanent=PERMANENT_WITH_UNAUTHORIZED)) is (
+        IssuanceRejected)
+    assert type(translate(problem, what="ACME account registration")) is IssuanceError
+
+
+def test_a_permanent_subproblem_makes_the_problem_permanent() -> None:
+    problem = messages.Error.from_json({
+        "type": "urn:ietf:params:acme:error:malformed", "detail": "some identifiers were refused",
+        "subproblems": [{"type": "urn:ietf:params:acme:error:rejectedIdentifier", "detail": "blocked",
+                         "identifier": {"type": "dns", "value": "www.blocked.test"}}]})
+    error = translate(problem)
+    assert isinstance(error, IssuanceRejected) and error.name == "www.blocked.test"
 
 
 def test_subproblem_names_the_identifier() -> None:

@@ -13,6 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from certkeeper.clock import FrozenClock
 from certkeeper.errors import ConfigError, InputError, IssuanceRejected, IssuedCertificateInvalid
+from certkeeper.hostnames import NamePolicy
 from certkeeper.issuers import Issuer, load_issuer
 from certkeeper.issuers.internal_ca import (
     INTERMEDIATE_CERT,
@@ -48,7 +49,7 @@ def openssl_verify(issued: Issued, tmp_path: Path, at: int | None = None) -> sub
 def test_is_an_issuer_and_registered() -> None:
     ca = make_ca()
     assert isinstance(ca, Issuer)
-    assert ca.allows_internal_names is True
+    assert ca.name_policy is NamePolicy.PRIVATE
     assert ca.name == "internal"
     assert load_issuer("internal-ca") is InternalCA
 

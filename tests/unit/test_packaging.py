@@ -19,3 +19,25 @@ def test_migrations_are_found_from_a_checkout() -> None:
 
     assert (_migrations_dir() / "env.py").exists()
     assert list((_migrations_dir() / "versions").glob("*.py"))
+
+
+def test_the_systemd_unit_stops_the_daemon_only_and_is_valid(tmp_path: Path) -> None:
+    """KillMode=mixed: SIGTERM reaches the daemon alone, so a reload it runs is not killed with it
+    and the running step finishes (the README's promise); systemd-analyze checks the syntax."""
+    import shutil
+    import subprocess
+
+    from tests.fixtures.core import run_cli
+
+    done = run_cli("daemon", "--systemd-unit")
+    assert done.returncode == 0, done.stderr
+    settings = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line and line[:1].isalpha())
+    assert settings["KillMode"] == "mixed"
+    assert settings["KillSignal"] == "SIGTERM" and int(settings["TimeoutStopSec"]) >= 60
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return  # the content is checked; the syntax check needs systemd's tools
+    unit = tmp_path / "certkeeper.service"
+    unit.write_text(done.stdout)
+    checked = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
+    assert "certkeeper.service:" not in checked.stderr, checked.stderr  # no line it failed to parse

@@ -250,7 +250,8 @@ def test_load_pfx_errors_are_distinct(issued: Issued) -> None:
     )
     with pytest.raises(InputError, match=r"^exchange\.pfx: wrong PFX password"):
         load_pfx(pfx, b"wrong", what="exchange.pfx")
-    with pytest.raises(InputError, match=r"^exchange\.pfx: wrong PFX password"):
+    with pytest.raises(InputError, match=r"^exchange\.pfx: the PFX is protected by a password: give it with "
+                                         r"--password-file"):
         load_pfx(pfx, None, what="exchange.pfx")
     for corrupt in (pfx[: len(pfx) // 2], b"\x30\x03\x02\x01\x03", b"not a pfx" * 10, issued.cert_pem):
         with pytest.raises(InputError, match=r"^exchange\.pfx: not a PFX/PKCS#12 file, or it is truncated"):
@@ -260,8 +261,25 @@ def test_load_pfx_errors_are_distinct(issued: Issued) -> None:
     no_key = pkcs12.serialize_key_and_certificates(
         None, None, issued.cert, [issued.intermediate], serialization.BestAvailableEncryption(b"right")
     )
-    with pytest.raises(InputError, match=r"^exchange\.pfx: the PFX holds no private key"):
+    with pytest.raises(InputError, match=r"^exchange\.pfx: a certificate without its key"):
         load_pfx(no_key, b"right", what="exchange.pfx")
+
+
+def test_read_import_judges_expiry_at_the_given_time(issued: Issued) -> None:
+    from datetime import timedelta
+
+    from certkeeper.pki.parse import read_import
+
+    bundle = issued.key_pem + issued.cert_pem + issued.chain_pem
+    after = issued.cert.not_valid_after_utc + timedelta(seconds=1)
+    key, leaf, chain = read_import(bundle, None, what="x.pem", now=issued.cert.not_valid_before_utc)
+    assert leaf == issued.cert and chain == [issued.intermediate] and public_key_matches(key, leaf)
+    with pytest.raises(InputError, match=r"^x\.pem: the certificate expired on .* pass --allow-expired"):
+        read_import(bundle, None, what="x.pem", now=after)
+    assert read_import(bundle, None, what="x.pem", now=after, allow_expired=True)[1] == issued.cert
+    # the chain alone: a CA certificate, no server certificate and no key
+    with pytest.raises(InputError, match=r"only a CA certificate"):
+        read_import(issued.chain_pem, None, what="x.pem", now=after)
 
 
 def test_load_pfx_refuses_key_not_matching_its_certificate(issued: Issued, stranger: Issued) -> None:

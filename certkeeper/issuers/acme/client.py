@@ -5,14 +5,16 @@ what it leaves out (reference/pebble.md, reliability.md §1.1, §1.7):
 
 * badNonce is retried with the fresh nonce from the error response, several times (``acme``
   retries once, and then with a nonce from a separate HEAD);
-* 429 and 5xx are retried after ``Retry-After`` (delta-seconds or HTTP-date), within the deadline;
-* polling starts at tens of milliseconds and backs off, always honouring ``Retry-After``;
+* 429 and 5xx are retried after ``Retry-After`` (delta-seconds or HTTP-date, read by
+  :mod:`certkeeper.retry_after` against the response's ``Date``), within the deadline;
+* polling starts at tens of milliseconds and backs off, always honouring ``Retry-After`` (also the
+  one on the finalize response), which can lengthen a wait but never shorten it;
+* a CA clock more than five minutes from ours is reported once (:class:`ServerClock`);
 * ``replaces`` (RFC 9773 §5) on new orders, by extending ``NewOrder``.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import threading
 import time
@@ -34,6 +36,7 @@ from requests.utils import parse_header_links
 
 from certkeeper.clock import Clock
 from certkeeper.errors import IssuanceError
+from certkeeper.retry_after import SKEW_WARNING, clock_skew, parse_retry_after
 
 from .problems import PROTOCOL_ERRORS, problem_code, translate
 
@@ -56,21 +59,31 @@ class Order(messages.Order):
     replaces: str | None = field("replaces", omitempty=True)
 
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait for a ``Retry-After`` header (RFC 9110 §10.2.3): delta-seconds or
-    HTTP-date. None when absent or unreadable; never negative."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+class ServerClock:
+    """Compares the ACME server's ``Date`` header with our clock, and warns once per server when
+    they are more than five minutes apart: a wrong clock here makes new certificates look "not yet
+    valid", renewals come at the wrong time, and HTTP-date Retry-After values look wrong."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._warned = False
+        self._lock = threading.Lock()
+
+    def observe(self, date: str | None, now: datetime) -> None:
+        if self._warned:
+            return
+        skew = clock_skew(date, now)
+        if skew is None or abs(skew) <= SKEW_WARNING:
+            return
+        with self._lock:
+            if self._warned:
+                return
+            self._warned = True
+        server = (now + skew).astimezone(UTC)
+        log.warning(
+            "the clock of the ACME server %s and ours differ by %d minutes: it says %s, this machine "
+            "says %s; check this machine's time (NTP)", self.url, round(abs(skew).total_seconds() / 60),
+            f"{server:%Y-%m-%d %H:%M:%S} UTC", f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
 
 
 class Deadline:
@@ -110,6 +123,7 @@ class Network(acme_client.ClientNetwork):
         account_url: str | None = None,
         bad_nonce_retries: int = 12,
         busy_retries: int = 4,
+        server_clock: ServerClock | None = None,
     ) -> None:
         # requests merges REQUESTS_CA_BUNDLE only when verify is True: a path given here wins.
         super().__init__(key=key, alg=alg, verify_ssl=cast(bool, verify), user_agent=USER_AGENT,
@@ -118,6 +132,7 @@ class Network(acme_client.ClientNetwork):
         self.bad_nonce_retries = bad_nonce_retries
         self.busy_retries = busy_retries
         self.last_response: requests.Response | None = None
+        self.server_clock = server_clock
         self.set_account_url(account_url)
 
     def set_account_url(self, url: str | None) -> None:
@@ -127,6 +142,8 @@ class Network(acme_client.ClientNetwork):
     def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         response = super()._send_request(method, url, *args, **kwargs)
         self.last_response = response
+        if self.server_clock is not None:
+            self.server_clock.observe(response.headers.get("Date"), self.deadline.clock.now())
         # RFC 8555 §6.5: an error response carries a fresh nonce too; keep it for the retry.
         nonce = response.headers.get(self.REPLAY_NONCE_HEADER)
         if nonce:
@@ -136,20 +153,26 @@ class Network(acme_client.ClientNetwork):
                 pass
         return response
 
+    def retry_after(self, response: requests.Response) -> float | None:
+        """The response's Retry-After in seconds (an HTTP-date is measured against its Date)."""
+        return parse_retry_after(response.headers.get("Retry-After"), date=response.headers.get("Date"),
+                                 now=self.deadline.clock.now())
+
     def _busy_delay(self, attempt: int) -> float | None:
-        """Seconds to wait before retrying a 429/5xx, or None if it should not be retried."""
+        """Seconds to wait before retrying a 429/5xx, or None if it should not be retried: the
+        CA's Retry-After, but never less than our own back-off (0.5 s doubling to 8 s)."""
         response = self.last_response
         if response is None or attempt >= self.busy_retries:
             return None
         if response.status_code != 429 and response.status_code < 500:
             return None
-        delay = parse_retry_after(response.headers.get("Retry-After"), self.deadline.clock.now())
-        return delay if delay is not None else min(0.5 * 2**attempt, 8.0)
+        backoff: float = min(0.5 * 2.0**attempt, 8.0)
+        return max(self.retry_after(response) or 0.0, backoff)
 
     def _give_up(self, error: Exception) -> Exception:
         response = self.last_response
         if response is not None and isinstance(error, messages.Error):
-            delay = parse_retry_after(response.headers.get("Retry-After"), self.deadline.clock.now())
+            delay = self.retry_after(response)
             if delay is not None:
                 error.retry_after_at = self.deadline.clock.now() + timedelta(seconds=delay)
         return error
@@ -213,10 +236,12 @@ def links(response: requests.Response, relation: str) -> list[str]:
 
 
 class Directory:
-    """The directory of one ACME server, fetched once and shared by all sessions."""
+    """The directory of one ACME server, fetched once and shared by all sessions, with the
+    :class:`ServerClock` that watches that server's ``Date``."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.server_clock = ServerClock(url)
         self._lock = threading.Lock()
         self._directory: messages.Directory | None = None
 
@@ -257,16 +282,23 @@ class Session:
         return decoder(response.json()), response
 
     def poll(self, url: str, decoder: Callable[[Any], T], status_of: Callable[[T], str],
-             pending: Sequence[str], what: str) -> T:
+             pending: Sequence[str], what: str, *, after: requests.Response | None = None) -> T:
         """POST-as-GET ``url`` until its status leaves ``pending``: first after ~25 ms, then
-        backing off to 2 s, or as long as Retry-After says, within the deadline."""
+        backing off to 2 s, or longer when Retry-After says so (never shorter), within the deadline.
+
+        ``after`` is the response that left the resource pending (the finalize answer, RFC 8555
+        §7.4): its Retry-After is waited for before the first poll.
+        """
         delay = 0.025
+        if after is not None:
+            first = self.net.retry_after(after)
+            if first:
+                self.deadline.sleep(first, what)
         while True:
             body, response = self.fetch(url, decoder)
             if status_of(body) not in pending:
                 return body
-            wait = parse_retry_after(response.headers.get("Retry-After"), self.deadline.clock.now())
-            self.deadline.sleep(wait if wait is not None else delay, what)
+            self.deadline.sleep(max(self.net.retry_after(response) or 0.0, delay), what)
             delay = min(delay * 1.6, 2.0)
 
     def new_order(self, identifiers: Sequence[str], *, profile: str | None,
@@ -281,12 +313,14 @@ class Session:
             raise IssuanceError("the ACME server created an order without a Location")
         return location, cast(Order, Order.from_json(response.json()))
 
-    def finalize(self, order: Order, csr_der: bytes) -> Order:
+    def finalize(self, order: Order, csr_der: bytes) -> tuple[Order, requests.Response]:
+        """Send the CSR; the order (often ``processing``) and the response, whose Retry-After
+        says when to poll first."""
         from cryptography import x509
 
         request = messages.CertificateRequest(csr=x509.load_der_x509_csr(csr_der))
         response = self.post(order.finalize, request)
-        return cast(Order, Order.from_json(response.json()))
+        return cast(Order, Order.from_json(response.json())), response
 
     def download(self, url: str) -> tuple[str, list[str]]:
         """The PEM chain at ``url`` and the URLs of its alternates."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self
 
@@ -25,18 +25,20 @@ from josepy.jwk import JWK, JWKEC, JWKRSA, JWKOct
 
 from certkeeper.config import validate_options
 from certkeeper.errors import CertkeeperError, ConfigError, IssuanceError, IssuanceRejected, IssuedCertificateInvalid
+from certkeeper.hostnames import NamePolicy
 from certkeeper.model import IssueRequest, IssueResult, RenewalWindow
 from certkeeper.plugins import PluginContext
 
 from . import ari
 from .account import AccountRecord, AccountStore, new_record
-from .client import Deadline, Directory, Network, Order, Session, parse_retry_after
-from .options import AcmeOptions, PowerShellOptions
-from .problems import PROTOCOL_ERRORS, problem_code, translate
+from .client import Deadline, Directory, Network, Order, Session
+from .options import AcmeOptions
+from .problems import PERMANENT, PERMANENT_WITH_UNAUTHORIZED, PROTOCOL_ERRORS, problem_code, translate
 from .solvers import ChallengeSolver
+from .solvers.build import build_solvers
 
 if TYPE_CHECKING:
-    from certkeeper.binders.powershell import Runner
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -53,85 +55,6 @@ def _status(resource: Any) -> str:
     if status is None:
         return ""
     return str(getattr(status, "name", status))
-
-
-def powershell_runner(options: PowerShellOptions, context: PluginContext) -> Callable[[], Runner]:
-    """A factory of PowerShell runners for ``mode = "windows"`` (one runner per record change)."""
-    from certkeeper.binders.powershell import LocalRunner, RemoteRunner
-
-    if options.runner == "local":
-        return lambda: LocalRunner(timeout=options.timeout)
-    reference = options.password
-
-    def remote() -> Runner:
-        return RemoteRunner(
-            options.host, auth=options.auth, username=options.username,
-            password=(lambda: context.resolve_secret(reference)) if reference else None,
-            port=options.port or (5986 if options.ssl else 5985), path="wsman", ssl=options.ssl,
-            configuration_name="Microsoft.PowerShell", cert_validation=options.cert_validation,
-            timeout=options.timeout)
-
-    return remote
-
-
-def build_solvers(options: AcmeOptions, context: PluginContext,
-                  where: str = "issuers.acme") -> dict[str, ChallengeSolver]:
-    """The solvers the options call for, keyed by challenge type."""
-    solvers: dict[str, ChallengeSolver] = {}
-    wanted = {options.challenge_for(rule_name) for rule in options.solvers for rule_name in rule.names}
-    wanted.add(options.challenge_for("default.invalid"))
-    if "http-01" in wanted:
-        from .solvers.http01 import StandaloneHttp01, WebrootHttp01
-
-        http = options.http01
-        if http is not None and http.mode == "webroot" and http.webroot is not None:
-            solvers["http-01"] = WebrootHttp01(http.webroot, http.iis_web_config)
-        elif http is not None:
-            solvers["http-01"] = StandaloneHttp01(http.address, http.port, http.backlog)
-        else:
-            solvers["http-01"] = StandaloneHttp01()
-    if "dns-01" in wanted and options.dns01 is not None:
-        from .solvers.dns01 import Dns, ExecDns01, Rfc2136Dns01
-
-        dns = options.dns01
-        tools = Dns(dns.resolver)
-        if dns.mode == "exec" and dns.script is not None:
-            solvers["dns-01"] = ExecDns01(
-                script=dns.script, timeout=dns.script_timeout, ttl=dns.ttl, dns_tools=tools,
-                cname_delegation=dns.cname_delegation, propagation_timeout=dns.propagation_timeout,
-                nameservers=dns.nameservers)
-        elif dns.mode == "lexicon" and dns.provider:
-            from .solvers.dns_lexicon import LexiconDns01
-
-            solvers["dns-01"] = LexiconDns01(
-                provider=dns.provider, options=dns.provider_options, credentials=dns.credentials,
-                resolve_secret=context.resolve_secret, zone=dns.zone, ttl=dns.ttl, dns_tools=tools,
-                cname_delegation=dns.cname_delegation, propagation_timeout=dns.propagation_timeout,
-                nameservers=dns.nameservers, where=f"{where}.dns01")
-        elif dns.mode == "acme-dns" and dns.acme_dns_url:
-            from .solvers.acme_dns import AcmeDnsDns01
-
-            solvers["dns-01"] = AcmeDnsDns01(
-                server=dns.acme_dns_url, state=context.state, allow_from=dns.acme_dns_allow_from,
-                ca_bundle=dns.acme_dns_ca_bundle, timeout=options.timeout, dns_tools=tools,
-                propagation_timeout=dns.propagation_timeout, nameservers=dns.nameservers,
-                check_cname=dns.cname_delegation)
-        elif dns.mode == "windows":
-            from .solvers.windows_dns import WindowsDns01
-
-            solvers["dns-01"] = WindowsDns01(
-                runner=powershell_runner(dns.powershell, context), dns_server=dns.dns_server, zone=dns.zone,
-                ttl=dns.ttl, dns_tools=tools, cname_delegation=dns.cname_delegation,
-                propagation_timeout=dns.propagation_timeout, nameservers=dns.nameservers)
-        elif dns.server:
-            secret_ref = dns.tsig_secret
-            solvers["dns-01"] = Rfc2136Dns01(
-                server=dns.server, port=dns.port, zone=dns.zone, tsig_key_name=dns.tsig_key_name,
-                tsig_secret=(lambda: context.resolve_secret(secret_ref)) if secret_ref else None,
-                tsig_algorithm=dns.tsig_algorithm, ttl=dns.ttl, dns_tools=tools,
-                cname_delegation=dns.cname_delegation, propagation_timeout=dns.propagation_timeout,
-                nameservers=dns.nameservers)
-    return solvers
 
 
 def _split_chain(pem: str) -> list[x509.Certificate]:
@@ -173,12 +96,13 @@ def _spki(key: Any) -> bytes:
 class AcmeIssuer:
     """Issues from an RFC 8555 CA. Thread-safe: several ``issue`` calls may run at once."""
 
-    allows_internal_names = False
-
     def __init__(self, name: str, options: AcmeOptions, context: PluginContext,
                  solvers: Mapping[str, ChallengeSolver] | None = None) -> None:
         self.name = name
         self.options = options
+        #: PUBLIC for a public CA (Let's Encrypt ...), PRIVATE for step-ca, Pebble or
+        #: ``public_names_only = false`` (see options.directory_is_public)
+        self.name_policy = NamePolicy.PUBLIC if options.is_public else NamePolicy.PRIVATE
         self.context = context
         self.solvers = dict(solvers) if solvers is not None else build_solvers(options, context,
                                                                                    f"issuers.{name}")
@@ -203,7 +127,8 @@ class AcmeIssuer:
                  account_url: str | None = None) -> Network:
         verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
         return Network(key or JWKOct(key=b"unused"), alg=alg, verify=verify,
-                       timeout=self.options.timeout, deadline=deadline, account_url=account_url)
+                       timeout=self.options.timeout, deadline=deadline, account_url=account_url,
+                       server_clock=self._directory.server_clock)
 
     def _session(self, deadline: Deadline, record: AccountRecord | None = None) -> Session:
         if record is None:
@@ -257,7 +182,9 @@ class AcmeIssuer:
             try:
                 response = session.post(session.directory["newAccount"], registration)
             except PROTOCOL_ERRORS as exc:
-                raise translate(exc, what="ACME account registration") from exc
+                # with EAB, "unauthorized" means the EAB key is wrong: only the operator can fix it
+                raise translate(exc, what="ACME account registration",
+                                permanent=PERMANENT_WITH_UNAUTHORIZED if eab is not None else PERMANENT) from exc
             url = response.headers.get("Location")
             if not url:
                 raise IssuanceError("the ACME server registered the account without a Location")
@@ -338,12 +265,14 @@ class AcmeIssuer:
             if _status(order) == "pending":
                 self._authorize(session, record, order, request)
                 order = session.poll(order_url, Order.from_json, _status, PENDING_ORDER, "order")
+            finalized: requests.Response | None = None
             if _status(order) == "ready":
                 request.progress("finalize")
                 csr = x509.load_pem_x509_csr(request.csr_pem)
-                order = session.finalize(order, csr.public_bytes(serialization.Encoding.DER))
+                order, finalized = session.finalize(order, csr.public_bytes(serialization.Encoding.DER))
             if _status(order) in PROCESSING_ORDER:
-                order = session.poll(order_url, Order.from_json, _status, PROCESSING_ORDER, "finalization")
+                order = session.poll(order_url, Order.from_json, _status, PROCESSING_ORDER, "finalization",
+                                     after=finalized)
             if _status(order) != "valid" or not order.certificate:
                 if order.error is not None:
                     raise translate(order.error, what=f"order {order_url}")
@@ -431,7 +360,14 @@ class AcmeIssuer:
 
     def _authorize(self, session: Session, record: AccountRecord, order: Order,
                    request: IssueRequest) -> None:
-        todo: list[tuple[str, str, messages.ChallengeBody, ChallengeSolver]] = []
+        """Solve every authorization of ``order`` that is not valid yet, then wait for the CA.
+
+        A challenge is answered once (RFC 8555 §7.5.1). One that is already ``processing`` (or
+        ``valid``) was answered by an earlier run that was killed while the CA validated: its
+        token is served again and the authorization polled, but it is not answered again (the CA
+        would refuse the second answer as ``malformed``).
+        """
+        todo: list[tuple[str, str, messages.ChallengeBody, ChallengeSolver | None, bool]] = []
         for url in order.authorizations:
             authorization, _ = session.fetch(url, messages.Authorization.from_json)
             name = str(authorization.identifier.value)
@@ -445,6 +381,13 @@ class AcmeIssuer:
                 # invalid / expired / deactivated: this order cannot succeed any more; a retry
                 # finds it invalid and places a new one (Boulder does not retry challenges)
                 raise IssuanceError(f"the authorization for {name} is {status}", name=name)
+            answered = next((c for c in authorization.challenges if _status(c) in ("processing", "valid")), None)
+            if answered is not None:
+                kind = answered.chall.typ
+                solver = self.solvers.get(kind)  # None: nothing to serve any more, only wait
+                request.progress(f"authorization {name} ({kind}): already answered, the CA is validating")
+                todo.append((url, name, answered, solver, False))
+                continue
             kind = self.options.challenge_for(name)
             challenge = next((c for c in authorization.challenges if c.chall.typ == kind), None)
             if challenge is None:
@@ -454,11 +397,13 @@ class AcmeIssuer:
             solver = self.solvers.get(kind)
             if solver is None:
                 raise ConfigError(f"issuers.{self.name}: no {kind} solver configured (needed for {name})")
-            todo.append((url, name, challenge, solver))
+            request.progress(f"authorization {name} ({kind})")
+            todo.append((url, name, challenge, solver, True))
         presented: list[tuple[str, str, str, ChallengeSolver]] = []
         try:
-            for _url, name, challenge, solver in todo:
-                request.progress(f"authorization {name} ({challenge.chall.typ})")
+            for _url, name, challenge, solver, _answer in todo:
+                if solver is None:
+                    continue
                 token = str(challenge.chall.encode("token"))
                 key_authorization = str(challenge.chall.key_authorization(record.key))
                 presented.append((name, token, key_authorization, solver))
@@ -467,11 +412,12 @@ class AcmeIssuer:
                 except IssuanceError as exc:
                     exc.name = exc.name or name
                     raise
-            for _url, _name, challenge, _solver in todo:
-                session.post(challenge.uri, challenge.chall.response(record.key))
+            for _url, _name, challenge, _solver, answer in todo:
+                if answer:
+                    session.post(challenge.uri, challenge.chall.response(record.key))
             if todo:
                 request.progress("validation")
-            for url, name, _challenge, _solver in todo:
+            for url, name, _challenge, _solver, _answer in todo:
                 authorization = session.poll(url, messages.Authorization.from_json, _status, ("pending",),
                                              f"validation of {name}")
                 if _status(authorization) != "valid":
@@ -491,8 +437,9 @@ class AcmeIssuer:
         for challenge in authorization.challenges:
             if challenge.error is not None:
                 return translate(challenge.error, what=f"validation of {name}", name=name)
-        return IssuanceRejected(f"validation of {name} failed: authorization is {_status(authorization)}",
-                                name=name)
+        # no problem document: nothing says retrying cannot help, and a new order starts afresh
+        return IssuanceError(f"validation of {name} failed: authorization is {_status(authorization)}",
+                             name=name)
 
     def _download(self, session: Session, url: str) -> list[x509.Certificate]:
         pem, alternates = session.download(url)
@@ -528,7 +475,7 @@ class AcmeIssuer:
         except Exception as exc:  # noqa: BLE001 (ARI never blocks renewal: log and carry on)
             log.warning("ARI: fetching renewalInfo for %s failed: %s", cert_id, translate(exc, what="ARI"))
             return None
-        wait = parse_retry_after(response.headers.get("Retry-After"), now)
+        wait = session.net.retry_after(response)
         retry_at = now + (timedelta(seconds=wait) if wait is not None else ari.DEFAULT_RETRY)
         try:
             window = ari.parse_window(response.json(), retry_at)
@@ -569,7 +516,7 @@ class AcmeIssuer:
             if problem_code(exc) == "alreadyRevoked":
                 log.info("certificate %x was already revoked", cert.serial_number)
                 return
-            raise translate(exc, what="revocation") from exc
+            raise translate(exc, what="revocation", permanent=PERMANENT_WITH_UNAUTHORIZED) from exc
         except (requests.RequestException, OSError) as exc:
             raise translate(exc, what="revocation") from exc
 

@@ -7,8 +7,11 @@ Errors name the key path (``issuers.letsencrypt.http01.port: ...``) through
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +22,54 @@ DIRECTORY_SHORTCUTS = {
 }
 
 ChallengeType = Literal["http-01", "dns-01"]
+
+#: Domains (and their subdomains) of ACME directories run by publicly-trusted CAs, which follow the
+#: CA/Browser Forum Baseline Requirements: no internal or special-use names. Let's Encrypt's
+#: staging directory is here too: it is not trusted, but it refuses what production refuses.
+PUBLIC_ACME_DOMAINS = (
+    "letsencrypt.org",   # Let's Encrypt (acme-v02, acme-staging-v02)
+    "zerossl.com",       # ZeroSSL
+    "pki.goog",          # Google Trust Services (dv.acme-v02.api.pki.goog)
+    "buypass.com",       # Buypass Go SSL
+    "buypass.no",
+    "ssl.com",           # SSL.com
+    "sectigo.com",       # Sectigo
+    "digicert.com",      # DigiCert
+    "entrust.net",       # Entrust
+    "globalsign.com",    # GlobalSign Atlas
+    "harica.gr",         # HARICA
+    "actalis.com",       # Actalis
+    "actalis.it",
+)
+#: step-ca's directory path, /acme/<provisioner>/directory: a private CA
+_STEP_CA_PATH = re.compile(r"/acme/[^/]+/directory/?")
+
+
+def directory_is_public(url: str) -> bool:
+    """Whether the ACME server at ``url`` is a public CA, judged by its directory URL.
+
+    Public: a directory of a known public CA (:data:`PUBLIC_ACME_DOMAINS`), or any directory on a
+    host name in the public DNS that does not look like step-ca's. Private: a directory on an IP
+    address that is not global (a loopback Pebble, a CA at 10.0.0.5), on an internal or
+    special-use host name (``ca.contoso.local``, ``localhost``, ``pebble.test``), or at step-ca's
+    ``/acme/<provisioner>/directory`` path. ``public_names_only`` on the issuer overrides this.
+    """
+    from certkeeper.errors import InvalidName
+    from certkeeper.hostnames import NamePolicy, normalize_name
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    if any(host == domain or host.endswith("." + domain) for domain in PUBLIC_ACME_DOMAINS):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        pass
+    try:
+        normalize_name(host, policy=NamePolicy.PUBLIC)
+    except InvalidName:
+        return False  # a host no public CA could have a certificate for: internal, special-use
+    return not _STEP_CA_PATH.fullmatch(parts.path)
 
 
 class _Strict(BaseModel):
@@ -184,6 +235,10 @@ class AcmeOptions(_Strict):
     #: challenge used for names no ``solvers`` rule matches; default: http-01 if ``http01`` is
     #: configured, else dns-01
     challenge: ChallengeType | None = None
+    #: refuse names no public CA issues for (internal, special-use) before any order; default:
+    #: decided by the directory (:func:`directory_is_public`). False for Pebble, step-ca and any
+    #: ACME server of your own.
+    public_names_only: bool | None = None
     solvers: tuple[SolverRule, ...] = ()
     http01: Http01Options | None = None
     dns01: Dns01Options | None = None
@@ -219,6 +274,13 @@ class AcmeOptions(_Strict):
         if "dns-01" in wanted and self.dns01 is None:
             raise ValueError("dns01: a [dns01] table is required for dns-01 challenges")
         return self
+
+    @property
+    def is_public(self) -> bool:
+        """Whether this issuer's CA is a public CA (``public_names_only``, else by directory)."""
+        if self.public_names_only is not None:
+            return self.public_names_only
+        return directory_is_public(self.directory)
 
     def challenge_for(self, name: str) -> ChallengeType:
         """The challenge type for ``name``: the first matching rule, else dns-01 for a wildcard

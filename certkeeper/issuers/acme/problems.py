@@ -1,7 +1,7 @@
 """Translate what the ``acme`` package and ``requests`` raise into certkeeper's errors, once.
 
 ACME problem documents (RFC 8555 §6.7) become :class:`IssuanceRejected` when retrying cannot help
-(badCSR, rejectedIdentifier, caa, unauthorized, ...) and :class:`IssuanceError` otherwise. The
+(badCSR, rejectedIdentifier, caa, ...: :data:`PERMANENT`) and :class:`IssuanceError` otherwise. The
 CA's ``detail`` travels in ``problem``; messages never carry keys or EAB secrets.
 """
 
@@ -16,26 +16,31 @@ from josepy import errors as jose_errors
 
 from certkeeper.errors import IssuanceError, IssuanceRejected
 
-#: problem types that a retry will not fix: an operator must act
-REJECTED = frozenset({
-    "accountDoesNotExist",
+#: Problem types (RFC 8555 §6.7, RFC 9773 §5) that cannot fix themselves: the CA refuses a name,
+#: the CSR, its key or signature, our contact or profile, or wants the operator to act, and asks
+#: again give the same answer. Everything else (a validation that failed, ``malformed`` from a
+#: step repeated after a crash, rate limits, the CA's own errors) is retried with back-off.
+#: ``unauthorized`` is not here: from validation it means "the token was not found yet", which a
+#: retry can fix. See :data:`PERMANENT_WITH_UNAUTHORIZED` for where it is about who we are.
+PERMANENT = frozenset({
     "badCSR",
     "badPublicKey",
-    "badRevocationReason",
     "badSignatureAlgorithm",
     "caa",
+    "rejectedIdentifier",
+    "unsupportedIdentifier",
     "externalAccountRequired",
     "invalidContact",
-    "malformed",
-    "rejectedIdentifier",
-    "unauthorized",
     "unsupportedContact",
-    "unsupportedIdentifier",
     "userActionRequired",
-    "alreadyRevoked",
-    "alreadyReplaced",
     "invalidProfile",
+    "badRevocationReason",
+    "alreadyRevoked",
 })
+
+#: where ``unauthorized`` is about who we are, which no retry changes: registering an account
+#: with External Account Binding (a wrong EAB key), revoking with an account that may not
+PERMANENT_WITH_UNAUTHORIZED = PERMANENT | {"unauthorized"}
 
 
 #: what the protocol layer raises for a failed exchange (anything else is a bug and propagates)
@@ -68,21 +73,32 @@ def problem_text(error: messages.Error) -> str:
     return text
 
 
+def is_permanent(error: messages.Error, permanent: frozenset[str] = PERMANENT) -> bool:
+    """Whether retrying cannot fix ``error``: its type, or one of its subproblems' (a CA may wrap
+    ``rejectedIdentifier`` subproblems in a ``malformed`` document, RFC 8555 §6.7.1)."""
+    codes = {problem_code(error)} | {problem_code(sub) for sub in error.subproblems or ()}
+    return bool(codes & permanent)
+
+
 def translate(
     exc: BaseException,
     *,
     what: str = "ACME request",
     name: str | None = None,
     retry_after: datetime | None = None,
+    permanent: frozenset[str] = PERMANENT,
 ) -> IssuanceError:
-    """One certkeeper error for ``exc``; raise it with ``raise translate(exc) from exc``."""
+    """One certkeeper error for ``exc``; raise it with ``raise translate(exc) from exc``.
+
+    A problem whose type is in ``permanent`` becomes :class:`IssuanceRejected` (no automatic
+    retry); every other failure is a retryable :class:`IssuanceError`.
+    """
     if isinstance(exc, IssuanceError):
         return exc
     if isinstance(exc, messages.Error):
-        code = problem_code(exc)
         who = name or problem_name(exc)
         text = problem_text(exc)
-        cls = IssuanceRejected if code in REJECTED else IssuanceError
+        cls = IssuanceRejected if is_permanent(exc, permanent) else IssuanceError
         where = f" for {who}" if who else ""
         return cls(f"{what} failed{where}: {text}", problem=text, name=who, retry_after=retry_after)
     if isinstance(exc, requests.exceptions.SSLError):

@@ -11,25 +11,26 @@ Baseline Requirements, so that a name refused by a public CA is refused here, be
 with a message an Exchange administrator can act on. Each refusal is an
 :class:`~certkeeper.errors.InvalidName` whose ``rule`` is one of the stable ids in :data:`RULES`.
 
-Internal names. ``allow_internal`` says whether the issuer may sign internal names: ``True`` for
-the built-in CA and AD CS, ``False`` for ACME and any public CA. A name is internal when it has a
-single label (``exch01``, ``localhost``), or when its top-level domain is neither in the ICANN
-section of the Public Suffix List (the offline copy shipped with ``publicsuffixlist``, which lists
-the TLDs delegated in the DNS root) nor one of the testing TLDs of RFC 2606 / RFC 6761 (``test``,
-``example``), or when it ends in ``.arpa`` (reverse-DNS zones, refused by the Baseline
-Requirements from 2026-03-15). So ``.local``, ``.corp``, ``.lan``, ``.internal``, ``.home`` and
-``.localhost`` are internal; ``mail.contoso.test`` is not, because certkeeper's own tests (and
-anyone's) issue for it from Pebble, a test ACME server. ``.invalid`` is internal too: RFC 6761
-§6.4 guarantees it never resolves, so no CA could validate it. The decision is data-driven rather
-than a fixed list of private suffixes, because private suffixes are whatever people invented.
+Name policies. The issuer says which names its CA can sign (:class:`NamePolicy`): a private CA
+(the built-in CA, AD CS, an ACME server of your own such as step-ca, or Pebble) signs any valid
+DNS name; a public CA only names in the public DNS, so :attr:`NamePolicy.PUBLIC` also refuses
+
+* internal names: a single label (``exch01``), a TLD not in the ICANN section of the Public
+  Suffix List (the copy shipped with ``publicsuffixlist``, the TLDs delegated in the DNS root:
+  ``.corp``, ``.lan``, ``.home``; data, not a list of private suffixes people invented), ``.arpa``
+  (reverse zones, refused by the Baseline Requirements from 2026-03-15); a TLD one typo from a
+  common one (``contoso.comm``) is reported as a likely typo;
+* special-use domain names (IANA registry, RFC 6761 §5; ``advice.SPECIAL_USE``): ``.test``,
+  ``.example``, ``.localhost``, ``.invalid``, ``.local``, ``.onion``, ``.home.arpa``, ``.alt``;
+* names of more than 10 labels (Let's Encrypt's limit).
+
+A name a refusal suggests passes the same policy (checked before it is offered). A URL or
+``host:port`` (``https://mail.contoso.com``, ``mail.contoso.com:443``) is refused with the part to drop.
 
 Wildcards. ``*`` may only be the whole left-most label, once, and never directly over a public
 suffix in the ICANN section of the list (``*.com``, ``*.co.uk``, ``*.contoso.ck`` under the
 ``*.ck`` rule) or over a single label (``*.local``). Suffixes of the list's private section are not
 refused, as Boulder does not refuse them: their operator (``github.io``) may hold the wildcard.
-
-The limit of 10 labels (Let's Encrypt's) applies only when ``allow_internal`` is False; longer
-names are valid DNS names and the built-in CA signs them.
 
 What this module does not do: it does not look names up in DNS, check CAA, or decide whether a
 CA will actually validate the name; and a homograph written entirely in one script
@@ -44,15 +45,27 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Final
 
 import idna
 from publicsuffixlist import PublicSuffixList
 
 from certkeeper.errors import InvalidName, InvalidNames
+from certkeeper.hostnames.advice import (
+    RULES,
+    SPECIAL_USE,
+    SPLIT_DNS_ADVICE,
+    TESTING,
+    special_use_zone,
+    tld_typo,
+    unicode_advice,
+    url_parts,
+)
 
 __all__ = [
     "RULES",
+    "NamePolicy",
     "covers",
     "fold",
     "is_internal",
@@ -63,50 +76,21 @@ __all__ = [
     "to_unicode",
 ]
 
-#: Every rule id a refusal can carry, with a one-line summary (for docs and ``--help`` texts).
-RULES: Final[dict[str, str]] = {
-    "empty": "the name is empty or only whitespace",
-    "no-names": "a certificate needs at least one name",
-    "empty-label": "two dots in a row, or a leading dot",
-    "label-too-long": "a label (the part between dots) is longer than 63 octets",
-    "name-too-long": "the whole name is longer than 253 octets",
-    "too-many-labels": "more than 10 labels (Let's Encrypt's limit; public CAs only)",
-    "ldh": "a character other than a-z, 0-9 and hyphen",
-    "hyphen": "a label starts or ends with a hyphen",
-    "r-ldh": "a label has '--' in 3rd and 4th position but is not an 'xn--' IDN label",
-    "punycode": "an 'xn--' label that is not valid, canonical, NFC punycode",
-    "idna": "a character that IDNA 2008 does not allow in host names",
-    "mixed-script": "a label mixes Latin, Cyrillic or Greek letters (homograph)",
-    "wildcard-count": "more than one '*'",
-    "wildcard-position": "'*' is not the whole left-most label",
-    "wildcard-public-suffix": "a wildcard directly over a public suffix (*.com, *.co.uk)",
-    "public-suffix": "the name is itself a public suffix (co.uk)",
-    "ip-literal": "an IP address, or a name that clients read as one",
-    "single-label": "a name without a dot (exch01, localhost): internal, public CAs refuse it",
-    "internal-name": "a name under a TLD that is not public (.local, .corp, .arpa): public CAs refuse it",
-}
+class NamePolicy(StrEnum):
+    """Which names an issuer's CA can sign (see the module docstring)."""
+
+    #: a publicly-trusted CA (CA/Browser Forum Baseline Requirements): public DNS names only
+    PUBLIC = "public"
+    #: a private CA (built-in, AD CS, step-ca, Pebble): any valid DNS name, internal ones too
+    PRIVATE = "private"
 
 #: Let's Encrypt's limit (Boulder ``maxLabels``); other public CAs are at least this strict in practice.
 MAX_LABELS_PUBLIC: Final = 10
-
-# RFC 2606 / RFC 6761 testing TLDs: not in the root zone, but test ACME servers (Pebble) issue for
-# them, so they count as public. ``invalid`` and ``localhost`` are deliberately not here.
-_TESTING_TLDS: Final = frozenset({"test", "example"})
 
 _LDH = re.compile(r"[a-z0-9-]+")
 # WHATWG URL Standard, "ends in a number": browsers parse such a host as an IPv4 address.
 _NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _CONFUSABLE_SCRIPTS: Final = ("LATIN", "CYRILLIC", "GREEK")
-
-_SPLIT_DNS_ADVICE: Final = (
-    "Public CAs may not issue for internal names since 1 November 2015 (CA/Browser Forum Baseline "
-    "Requirements §4.2.2). Use a public name you own instead (e.g. mail.contoso.com) for both "
-    "outside and inside, with split DNS: an internal DNS zone for the public name that points at "
-    "the Exchange servers, and the internal URLs (InternalUrl, InternalHostname, the Autodiscover "
-    "SCP) set to that name. Server names need not be on the certificate. If you really need this "
-    "name, issue from the built-in CA or AD CS, which allow internal names."
-)
-
 
 @functools.cache
 def _icann_suffixes() -> PublicSuffixList:
@@ -119,15 +103,14 @@ def _refuse(raw: str, rule: str, message: str) -> InvalidName:
     return InvalidName(raw, rule, message)
 
 
-def normalize_name(raw: str, *, allow_internal: bool) -> str:
+def normalize_name(raw: str, *, policy: NamePolicy) -> str:
     """Return the canonical form of one certificate name, or refuse it.
 
     Args:
         raw: A host name as the operator typed it: any case, an optional trailing dot,
             Unicode (U-labels) or A-labels, optionally a wildcard ``*.`` as the whole left-most label.
-        allow_internal: Whether the issuer may sign internal names (single-label names,
-            non-public TLDs, ``.arpa``): ``True`` for the built-in CA and AD CS, ``False`` for
-            ACME and public CAs. See the module docstring for what counts as internal.
+        policy: Which names the issuer's CA can sign (the issuer's ``name_policy``): PUBLIC also
+            refuses internal and special-use names and more than 10 labels (module docstring).
 
     Returns:
         The name stripped, lower-case, without its trailing dot, in A-labels
@@ -140,9 +123,14 @@ def normalize_name(raw: str, *, allow_internal: bool) -> str:
     """
     if not isinstance(raw, str):
         raise TypeError(f"a host name must be a str, not {type(raw).__name__}")
+    rules = NamePolicy(policy)
     text = raw.strip()
     if not text:
         raise _refuse(raw, "empty", "the name is empty; give a host name such as mail.contoso.com.")
+
+    url = url_parts(text)
+    if url is not None:
+        raise _url_refusal(raw, *url, rules)
 
     address = _ip_literal(text)
     if address is not None:
@@ -208,7 +196,8 @@ def normalize_name(raw: str, *, allow_internal: bool) -> str:
                 "wildcard-public-suffix",
                 f"a wildcard directly over {base!r} would cover names that belong to other people "
                 f"({base!r} is a public suffix or top-level domain); no CA issues it and clients "
-                f"reject it. Use a wildcard under your own domain, e.g. *.contoso.{base}.",
+                f"reject it. Use a wildcard under your own domain, e.g. "
+                f"{_passing(rules, f'*.contoso.{base}', '*.contoso.com')}.",
             )
     elif len(a_labels) > 1 and suffixes.publicsuffix(name) == name:
         raise _refuse(
@@ -221,8 +210,8 @@ def normalize_name(raw: str, *, allow_internal: bool) -> str:
     for label in a_labels:
         _check_mixed_script(raw, label)
 
-    if not allow_internal:
-        refusal = _internal_refusal(raw, name)
+    if rules is NamePolicy.PUBLIC:
+        refusal = _special_use_refusal(raw, name) or _internal_refusal(raw, name)
         if refusal is not None:
             raise refusal
         if len(base_labels) > MAX_LABELS_PUBLIC:
@@ -235,7 +224,7 @@ def normalize_name(raw: str, *, allow_internal: bool) -> str:
     return name
 
 
-def normalize_names(raw: Iterable[str], *, allow_internal: bool) -> tuple[str, ...]:
+def normalize_names(raw: Iterable[str], *, policy: NamePolicy) -> tuple[str, ...]:
     """Normalise every name of one certificate, dropping duplicates, keeping first-seen order.
 
     Names that differ only in case, trailing dot or U-label/A-label spelling are duplicates
@@ -250,11 +239,12 @@ def normalize_names(raw: Iterable[str], *, allow_internal: bool) -> tuple[str, .
     """
     if isinstance(raw, str):
         raise TypeError("normalize_names takes a collection of names, not a single string")
+    rules = NamePolicy(policy)
     names: dict[str, None] = {}
     errors: list[InvalidName] = []
     for item in raw:
         try:
-            names.setdefault(normalize_name(item, allow_internal=allow_internal))
+            names.setdefault(normalize_name(item, policy=rules))
         except InvalidName as exc:
             errors.append(exc)
     if len(errors) == 1:
@@ -270,7 +260,8 @@ def is_internal(name: str) -> bool:
     """Whether a public CA would refuse ``name`` as internal; never raises.
 
     True for single-label names, names under a TLD that is not public and ``.arpa`` names (see
-    the module docstring), and for IP addresses that are not globally routable (``10.0.0.5``); a
+    the module docstring; ``.local``, ``.localhost`` and ``.invalid`` too, but not the testing
+    zones ``.test`` and ``.example``), and for IP addresses that are not globally routable (``10.0.0.5``); a
     wildcard is judged by its base (``*.contoso.local`` is internal). Operator input that is not a
     valid name is judged by its lenient form (:func:`fold`), so the Outlook planner can warn about
     it instead of failing.
@@ -279,7 +270,7 @@ def is_internal(name: str) -> bool:
     if address is not None:
         return not ipaddress.ip_address(address).is_global
     try:
-        canonical = normalize_name(name, allow_internal=True)
+        canonical = normalize_name(name, policy=NamePolicy.PRIVATE)
     except InvalidName:
         canonical = fold(name)
     return _internal_refusal(name, canonical) is not None
@@ -336,8 +327,8 @@ def covers(pattern: str, host: str) -> bool:
     refuse) covers nothing; internal names are valid here.
     """
     try:
-        canonical_pattern = normalize_name(pattern, allow_internal=True)
-        canonical_host = normalize_name(host, allow_internal=True)
+        canonical_pattern = normalize_name(pattern, policy=NamePolicy.PRIVATE)
+        canonical_host = normalize_name(host, policy=NamePolicy.PRIVATE)
     except InvalidName:
         return False
     if canonical_pattern == canonical_host:
@@ -413,7 +404,7 @@ def _a_label(raw: str, label: str) -> str:
                     raw,
                     "punycode",
                     f"the label {label!r} starts with 'xn--' but is not a valid internationalised "
-                    f"label ({exc}). Write the name in Unicode and certkeeper converts it.",
+                    f"label ({exc}). {unicode_advice(label)}",
                 ) from exc
         return label
 
@@ -507,7 +498,8 @@ def _check_mixed_script(raw: str, a_label: str) -> None:
 
 
 def _internal_refusal(raw: str, name: str) -> InvalidName | None:
-    """Why a public CA refuses the canonical ``name`` as internal, or None if it does not."""
+    """Why a public CA refuses the canonical ``name`` as internal, or None if it does not (the
+    testing zones are left to :func:`_special_use_refusal`)."""
     labels = name.split(".")
     if labels[0] == "*":
         labels = labels[1:]
@@ -516,7 +508,7 @@ def _internal_refusal(raw: str, name: str) -> InvalidName | None:
             raw,
             "single-label",
             f"{name!r} has no dot: it is a server's short name, not a name in the public DNS. "
-            + _SPLIT_DNS_ADVICE,
+            + SPLIT_DNS_ADVICE,
         )
     tld = labels[-1]
     if tld == "arpa":
@@ -524,13 +516,72 @@ def _internal_refusal(raw: str, name: str) -> InvalidName | None:
             raw,
             "internal-name",
             f"{name!r} is under .arpa, the DNS infrastructure and reverse-lookup zone; public CAs "
-            "do not issue for it (CA/B Baseline Requirements, from 15 March 2026). " + _SPLIT_DNS_ADVICE,
+            "do not issue for it (CA/B Baseline Requirements, from 15 March 2026). " + SPLIT_DNS_ADVICE,
         )
-    if tld in _TESTING_TLDS or _icann_suffixes().publicsuffix(tld) == tld:
+    if tld in TESTING or _icann_suffixes().publicsuffix(tld) == tld:
         return None
+    typo = tld_typo(tld)
+    if typo is not None:
+        meant = name.removesuffix(tld) + typo
+        if _passes(NamePolicy.PUBLIC, meant):
+            return _refuse(
+                raw,
+                "tld-typo",
+                f"did you mean {meant!r}? .{tld} is not a public top-level domain, so no public CA "
+                f"issues for {name!r}.",
+            )
     return _refuse(
         raw,
         "internal-name",
         f".{tld} is not a public top-level domain, so {name!r} is an internal name that only your "
-        "own DNS knows. " + _SPLIT_DNS_ADVICE,
+        "own DNS knows. " + SPLIT_DNS_ADVICE,
     )
+
+
+def _special_use_refusal(raw: str, name: str) -> InvalidName | None:
+    """Why no public CA issues for the canonical ``name``, a special-use domain name, or None."""
+    labels = name.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+    if len(labels) < 2:
+        return None  # "localhost", "test": single-label names, refused as such
+    zone = special_use_zone(labels)
+    if zone is None:
+        return None
+    if zone in TESTING:
+        advice = ("Use a name under a domain you own (e.g. mail.contoso.com); to issue it from a test "
+                  "or private ACME server (Pebble, step-ca), set public_names_only = false on that issuer.")
+    elif zone == "onion":
+        advice = "Use a name under a domain you own (e.g. mail.contoso.com)."
+    else:
+        advice = SPLIT_DNS_ADVICE
+    return _refuse(
+        raw,
+        "special-use",
+        f"{name!r} is a special-use domain name that no public CA issues for: {SPECIAL_USE[zone]}. "
+        + advice,
+    )
+
+
+def _url_refusal(raw: str, host: str, dropped: list[str], policy: NamePolicy) -> InvalidName:
+    parts = " and ".join(repr(part) for part in dropped)
+    try:
+        name = normalize_name(host, policy=policy)
+    except InvalidName as inner:
+        return _refuse(raw, inner.rule, f"a certificate holds bare host names: drop {parts}; "
+                                        f"then {inner.detail}")
+    return _refuse(raw, "url", f"a certificate holds bare host names, not URLs or ports: drop {parts} "
+                               f"and give {name!r}.")
+
+
+def _passes(policy: NamePolicy, name: str) -> bool:
+    try:
+        normalize_name(name, policy=policy)
+    except InvalidName:
+        return False
+    return True
+
+
+def _passing(policy: NamePolicy, suggestion: str, fallback: str) -> str:
+    """``suggestion`` if it passes ``policy``, else ``fallback`` (advice must lead to a name that passes)."""
+    return suggestion if _passes(policy, suggestion) else fallback
