@@ -16,7 +16,8 @@ class KeyType(StrEnum):
     """Private key algorithms certkeeper generates.
 
     RSA 2048 is the default: every Exchange version accepts it. ECDSA works only on Exchange 2016
-    CU23+ / 2019 CU13+ with the April 2024 hotfix (reference/exchange.md §1.5).
+    CU23+ / 2019 CU13+ with the April 2024 Hotfix Update (KB5037224,
+    https://support.microsoft.com/help/5037224).
     """
 
     RSA2048 = "rsa2048"

@@ -4,7 +4,8 @@ The test bypasses the outbox (nothing is queued or retried) and prints one line 
 ``ok`` or ``failed: <reason>``. Reasons are the notifiers' own messages, which never contain a
 webhook URL or password, and say "could not reach" for refused, unreachable and timed-out
 connections alike, so the command cannot be used to map which internal ports are open
-(reference/reliability.md §4.5); private and loopback targets are refused unless allow-listed.
+(OWASP SSRF Prevention Cheat Sheet, https://cheatsheetseries.owasp.org/cheatsheets/Server_Side_Request_Forgery_Prevention_Cheat_Sheet.html);
+private and loopback targets are refused unless allow-listed.
 """
 
 from __future__ import annotations

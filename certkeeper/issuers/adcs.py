@@ -1,7 +1,7 @@
 """Issue from Microsoft Active Directory Certificate Services through certsrv web enrollment.
 
 The protocol is the one the browser pages at ``https://<ca>/certsrv`` speak, as implemented by the
-magnuswatn/certsrv client (reference/exchange.md §5.1):
+magnuswatn/certsrv client (https://github.com/magnuswatn/certsrv):
 
 1. ``POST certfnsh.asp`` with ``Mode=newreq``, the PEM CSR and ``CertAttrib=CertificateTemplate:<t>``.
    The reply page links ``certnew.cer?ReqID=N&`` when issued, says "Certificate Pending" and
@@ -14,7 +14,8 @@ magnuswatn/certsrv client (reference/exchange.md §5.1):
 
 Names travel only in the CSR's SAN extension. certkeeper never sends ``san:`` request attributes:
 a CA honours those only with EDITF_ATTRIBUTESUBJECTALTNAME2, the flag behind ESC6, which makes
-every template issue any name to anyone (reference/reliability.md §4.7). For the same reason a CSR
+every template issue any name to anyone (ESC6, SpecterOps "Certified Pre-Owned",
+https://posts.specterops.io/certified-pre-owned-d95910965cd2). For the same reason a CSR
 asking for client authentication, a CA certificate or a UPN is refused before it leaves.
 
 Outcomes: issued -> :class:`IssueResult`; awaiting approval -> :class:`IssuancePending` with the

@@ -5,7 +5,7 @@ request must travel on one TCP connection. :class:`SpnegoAuth` therefore answers
 re-sending on the connection that received it (the pattern requests-ntlm uses), and binds the
 authentication to the server's TLS certificate (channel binding, RFC 5929 ``tls-server-end-point``)
 so a CA that enforces Extended Protection for Authentication accepts it; that is the mitigation
-for NTLM relay to ``/certsrv`` (ESC8, reference/exchange.md §5.2).
+for NTLM relay to ``/certsrv`` (ESC8, https://learn.microsoft.com/defender-for-identity/security-assessment-insecure-adcs-certificate-enrollment).
 
 pyspnego picks the platform's mechanism: SSPI on Windows (Kerberos as the service account when no
 password is given), GSSAPI where python-gssapi is installed, else its built-in NTLM.

@@ -1,6 +1,7 @@
 """When to try again after an issuance failed.
 
-Let's Encrypt's integration guide (reference/reliability.md §1.7, "Retrying Failures"): "use an
+Let's Encrypt's integration guide (https://letsencrypt.org/docs/integration-guide/, "Retrying
+Failures"): "use an
 exponential backoff pattern, maxing out at once per day per certificate. For instance … 1st retry
 after one minute, 2nd retry after ten minutes, 3rd retry after 100 minutes, 4th and subsequent
 retries after one day." The CA's limit of 5 failed authorizations per identifier per hour is thus

@@ -1,6 +1,7 @@
 """Whether to issue a certificate now, and whether an attempt is allowed: chains of pure checks.
 
-Shaped after cert-manager's trigger policies (reference/reliability.md §1.3): each check looks at
+Shaped after cert-manager's trigger policies (``pkg/controller/certificates/trigger/policies``,
+https://github.com/cert-manager/cert-manager): each check looks at
 stored facts and ``now`` and returns a :class:`Verdict` with a reason, or None; the first verdict
 wins. The same chains serve ``certkeeper renew`` (with ``--dry-run`` printing the verdicts) and the
 daemon.

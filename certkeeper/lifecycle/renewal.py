@@ -1,7 +1,8 @@
 """When to renew a certificate: a pure function of its validity, its policy and ARI.
 
 The order of precedence follows certbot's ``should_autorenew`` and Let's Encrypt's integration
-guide (reference/reliability.md §1.1, §1.7):
+guide (certbot's ``storage.py``, https://github.com/certbot/certbot; "Integration Guide",
+https://letsencrypt.org/docs/integration-guide/):
 
 1. an ACME Renewal Information window (RFC 9773), when the CA gave a usable one;
 2. the certificate's own ``renew_before`` (renew that long before expiry);
@@ -39,7 +40,7 @@ def usable_window(not_before: datetime, ari: RenewalWindow | None) -> RenewalWin
 
     A window that starts at or before the certificate's ``not_before`` is ignored: it was meant for
     the certificate this one replaced, and following it would renew again at once (cert-manager's
-    guard against "an immediate re-renewal loop", reliability.md §1.3). A window whose end is
+    guard against "an immediate re-renewal loop", https://github.com/cert-manager/cert-manager). A window whose end is
     before its start is malformed.
     """
     if ari is None:
@@ -70,7 +71,7 @@ def renewal_time(
     Because an ARI answer contains random jitter, the service calls this **once per revision** (when
     the certificate is issued, and again only when a *new* ARI window arrives) and stores the
     result; the jitter is never redrawn on each pass, or a certificate inside its window could be
-    skipped forever (cert-manager, reliability.md §1.3). Tests pass a deterministic ``pick``.
+    skipped forever (cert-manager's renewal-time handling, https://github.com/cert-manager/cert-manager). Tests pass a deterministic ``pick``.
 
     Raises:
         ValueError: a naive datetime, or a ``renew_before`` that is not positive.

@@ -1,7 +1,9 @@
 """What the HTTP notifiers (Slack, generic webhook, Teams) share: the URL policy and one POST.
 
 A webhook URL is a bearer secret and a server-side request forgery (SSRF) vector at once
-(reference/reliability.md §4.4, §4.5), so every request made here:
+(OWASP SSRF Prevention Cheat Sheet,
+https://cheatsheetseries.owasp.org/cheatsheets/Server_Side_Request_Forgery_Prevention_Cheat_Sheet.html), so every
+request made here:
 
 - takes its URL from a secret reference (``env:``, ``file:``, ``secret:``), resolved at send time;
   a literal URL in the config still works but is logged as a warning (which names no URL);
@@ -376,7 +378,7 @@ def post_json(
             ) from None
         except urllib3.exceptions.HTTPError:
             # One message for refused, unreachable and timed out, so a test send says nothing
-            # about which ports are open where (reference/reliability.md §4.5).
+            # about which ports are open where (the OWASP SSRF cheat sheet, above).
             raise NotifyError(f"could not reach {policy.what} (connection failed or timed out)") from None
         finally:
             pool.close()

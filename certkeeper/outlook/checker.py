@@ -20,7 +20,13 @@ returns a checklist:
                           ``domain``: ``autodiscover-1..4`` in Outlook's order (http_probes.py)
 ========================  ==================================================================
 
-Sources: reference/exchange.md §1.5, §1.8, §2.3, §6.1-6.2, §7.1.
+Sources: "Certificate planning in Exchange 2013" (Exchange Team blog,
+https://techcommunity.microsoft.com/t5/exchange-team-blog/certificate-planning-in-exchange-2013/ba-p/587150);
+"All about Set-OutlookProvider" (https://learn.microsoft.com/es-es/archive/blogs/umutg/all-about-set-outlookprovider);
+the Remote Connectivity Analyzer's "SSL certificate name mismatch"
+(https://learn.microsoft.com/connectivity-analyzer/ssl-certificate-name-mismatch); KB3032024 (CNG keys and
+OWA forms logon, https://support.microsoft.com/kb/3032024); the CA/Browser Forum Baseline Requirements §6.1.5
+(key sizes); Exchange HealthChecker's certificate checks (https://github.com/microsoft/CSS-Exchange).
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """Which names an Outlook Anywhere certificate needs, which ``msstd:`` principal, and what to watch.
 
-Pure: no network, no store. Facts from reference/exchange.md §1-2:
+Pure: no network, no store. The facts, with their public sources:
 
 * the OA / OWA / EWS namespace (``--external-host``) is the Subject CN and the first SAN - Outlook
-  on Windows XP compares the ``msstd:`` principal with the CN only (§2.3);
-* ``autodiscover.<domain>`` for every SMTP domain that uses the autodiscover A/CNAME record (§1.2);
-* the legacy name during coexistence with older Exchange (§1.2);
+  on Windows XP compares the ``msstd:`` principal with the CN only ("Certificate planning in
+  Exchange 2013", https://techcommunity.microsoft.com/t5/exchange-team-blog/certificate-planning-in-exchange-2013/ba-p/587150);
+* ``autodiscover.<domain>`` for every SMTP domain that uses the autodiscover A/CNAME record (same);
+* the legacy name during coexistence with older Exchange (same);
 * the principal defaults to ``msstd:<external host>`` (Autodiscover fills it from the OA external
-  host name when ``CertPrincipalName`` is $null, §2.2).
+  host name when ``CertPrincipalName`` is $null: "All about Set-OutlookProvider",
+  https://learn.microsoft.com/es-es/archive/blogs/umutg/all-about-set-outlookprovider).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ def issued(request: pytest.FixtureRequest) -> Issued:
     return issue(make_ca(), ["mail.contoso.com", "autodiscover.contoso.com"], request.param)
 
 
-# What `openssl pkcs12 -info` prints for each profile (reference/reliability.md §4.2).
+# What `openssl pkcs12 -info` prints for each profile (as in kaikramer/keystore-explorer#318,
+# https://github.com/kaikramer/keystore-explorer/issues/318).
 PROFILES = {
     "aes256": ("MAC: sha256", "PBES2, PBKDF2, AES-256-CBC", "hmacWithSHA256"),
     "legacy": ("MAC: sha1", "pbeWithSHA1And3-KeyTripleDES-CBC"),

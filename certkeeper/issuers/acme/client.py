@@ -1,7 +1,8 @@
 """The protocol seam: a ``ClientNetwork`` that retries like a careful client, and order operations.
 
 ``acme``'s :class:`~acme.client.ClientNetwork` signs requests and parses problem documents; we add
-what it leaves out (reference/pebble.md, reliability.md §1.1, §1.7):
+what it leaves out (Pebble's README, https://github.com/letsencrypt/pebble; RFC 8555 §6.5 and
+§7.5.1; the Let's Encrypt integration guide, https://letsencrypt.org/docs/integration-guide/):
 
 * badNonce is retried with the fresh nonce from the error response, several times (``acme``
   retries once, and then with a nonce from a separate HEAD);

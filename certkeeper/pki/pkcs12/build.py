@@ -33,7 +33,8 @@ def build_pfx(
         HMAC-SHA256 MAC. Windows Server 2019 and later.
       * ``"legacy"``: pbeWithSHA1And3-KeyTripleDES-CBC and a SHA-1 MAC. Windows Server 2016 and
         older cannot import AES PFX files and report a misleading "password is not correct"
-        (reference/reliability.md §4.2).
+        (https://learn.microsoft.com/troubleshoot/windows-server/certificates-and-public-key-infrastructure-pki/cannot-import-aes256-sha256-encrypted-pfx-certificate;
+        https://github.com/acmesh-official/acme.sh/issues/6805).
 
     Raises:
         InputError: empty password, unreadable PEM, or a key that does not match the certificate.
