@@ -71,7 +71,8 @@ def renewal_time(
     Because an ARI answer contains random jitter, the service calls this **once per revision** (when
     the certificate is issued, and again only when a *new* ARI window arrives) and stores the
     result; the jitter is never redrawn on each pass, or a certificate inside its window could be
-    skipped forever (cert-manager's renewal-time handling, https://github.com/cert-manager/cert-manager). Tests pass a deterministic ``pick``.
+    skipped forever (cert-manager's renewal-time handling, https://github.com/cert-manager/cert-manager).
+    Tests pass a deterministic ``pick``.
 
     Raises:
         ValueError: a naive datetime, or a ``renew_before`` that is not positive.

@@ -278,3 +278,24 @@ def test_standalone_listener_serves_only_tokens_and_only_while_needed() -> None:
     solver.cleanup("b.contoso.test", "tokenB", "tokenB.thumb")
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{base}/.well-known/acme-challenge/tokenB", timeout=2)
+
+
+def test_the_network_is_a_seam_every_request_goes_through(pebble: Pebble, tmp_path: Path) -> None:
+    """AcmeIssuer(network=...) takes another Network class: here one that records each POST, so
+    a test (or a diagnostic run) sees the protocol exchange one issuance makes."""
+    from certkeeper.issuers.acme.client import Network
+    from certkeeper.issuers.acme.options import AcmeOptions
+
+    posted: list[str] = []
+
+    class Recording(Network):
+        def post(self, *args: Any, **kwargs: Any) -> Any:
+            posted.append(str(args[0]))
+            return super().post(*args, **kwargs)
+
+    parsed = AcmeOptions.model_validate(options(pebble))
+    issuer = AcmeIssuer("pebble", parsed, context(tmp_path), network=Recording)
+    issuer.issue(request(("seam.contoso.test",)))
+    new_orders = [url for url in posted if url.endswith("/order-plz")]
+    assert len(new_orders) == 1, posted
+    assert any("/finalize-order/" in url for url in posted)

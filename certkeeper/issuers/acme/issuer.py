@@ -97,9 +97,12 @@ class AcmeIssuer:
     """Issues from an RFC 8555 CA. Thread-safe: several ``issue`` calls may run at once."""
 
     def __init__(self, name: str, options: AcmeOptions, context: PluginContext,
-                 solvers: Mapping[str, ChallengeSolver] | None = None) -> None:
+                 solvers: Mapping[str, ChallengeSolver] | None = None,
+                 network: type[Network] = Network) -> None:
         self.name = name
         self.options = options
+        #: the HTTP seam: a Network subclass can record or break requests (tests, diagnostics)
+        self.network = network
         #: PUBLIC for a public CA (Let's Encrypt ...), PRIVATE for step-ca, Pebble or
         #: ``public_names_only = false`` (see options.directory_is_public)
         self.name_policy = NamePolicy.PUBLIC if options.is_public else NamePolicy.PRIVATE
@@ -126,7 +129,7 @@ class AcmeIssuer:
     def _network(self, deadline: Deadline, key: JWK | None = None, alg: JWASignature = ES256,
                  account_url: str | None = None) -> Network:
         verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
-        return Network(key or JWKOct(key=b"unused"), alg=alg, verify=verify,
+        return self.network(key or JWKOct(key=b"unused"), alg=alg, verify=verify,
                        timeout=self.options.timeout, deadline=deadline, account_url=account_url,
                        server_clock=self._directory.server_clock)
 
