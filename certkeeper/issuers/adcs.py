@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from certkeeper import netreason
 from certkeeper.config import validate_options
 from certkeeper.errors import (
     ConfigError,
@@ -385,10 +386,10 @@ class AdcsIssuer:
             raise IssuanceRejected(f"AD CS at {self.url}: {exc}", problem=str(exc)) from exc
         except requests.exceptions.SSLError as exc:
             raise IssuanceError(
-                f"AD CS at {self.url}: TLS failed ({_reason(exc)}); if the web server's certificate "
+                f"cannot reach AD CS at {self.url}: {netreason.reason(exc)}; if the web server's certificate "
                 f"comes from an internal CA, set issuers.{self.name}.ca_bundle") from exc
         except requests.RequestException as exc:
-            raise IssuanceError(f"AD CS at {self.url} did not answer: {_reason(exc)}") from exc
+            raise IssuanceError(f"cannot reach AD CS at {self.url}: {netreason.reason(exc)}") from exc
         logger.debug("AD CS %s %s -> HTTP %s (%s)", method, url, response.status_code,
                      response.headers.get("Content-Type", ""))
         self._check_status(response, page)
@@ -592,8 +593,3 @@ class AdcsIssuer:
         if self.options.ca_bundle is not None:
             return self.options.ca_bundle.read_bytes()
         return b""
-
-
-def _reason(exc: requests.RequestException) -> str:
-    """A short reason; requests' messages name the URL and the cause, never the credentials."""
-    return (str(exc) or type(exc).__name__)[:300]

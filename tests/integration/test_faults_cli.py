@@ -226,3 +226,19 @@ def test_a_binding_typo_is_a_config_error_before_anything_is_issued(
     if database.exists():  # nothing was put under management, let alone issued
         with sqlite3.connect(database) as connection:
             assert connection.execute("SELECT count(*) FROM certificates").fetchone() == (0,)
+
+
+def test_an_unreachable_ca_is_one_line_saying_why(ck: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    (home / "certkeeper.toml").write_text(to_toml({"issuers": {
+        "le": {"type": "acme", "directory": f"https://127.0.0.1:{port}/dir", "contact": ["mailto:a@contoso.com"],
+               "agree_tos": True, "public_names_only": False},
+        "corp": {"type": "adcs", "url": f"https://127.0.0.1:{port}/certsrv", "template": "WebServer",
+                 "username": "svc@contoso.com", "password": "env:CK_TEST_PASSWORD"}}}))
+    monkeypatch.setenv("CK_TEST_PASSWORD", "not-used")
+    acme = one_line_error(ck("issue", "mail.contoso.com", "--issuer", "le"))
+    adcs = one_line_error(ck("issue", "owa.contoso.com", "--issuer", "corp"))
+    assert acme == (f"error: ACME directory: cannot reach the ACME server at https://127.0.0.1:{port}/dir: "
+                    "connection refused")
+    assert adcs.startswith(f"error: cannot reach AD CS at https://127.0.0.1:{port}/certsrv: connection refused")
+    assert "HTTPSConnectionPool" not in acme + adcs

@@ -253,7 +253,7 @@ class Directory:
                     response = net.get(self.url)
                     self._directory = messages.Directory.from_json(response.json())
                 except PROTOCOL_ERRORS as exc:
-                    raise translate(exc, what=f"ACME directory {self.url}") from exc
+                    raise translate(exc, what="ACME directory") from exc
             return self._directory
 
 

@@ -14,6 +14,7 @@ from acme import errors as acme_errors
 from acme import messages
 from josepy import errors as jose_errors
 
+from certkeeper import netreason
 from certkeeper.errors import IssuanceError, IssuanceRejected
 
 #: Problem types (RFC 8555 §6.7, RFC 9773 §5) that cannot fix themselves: the CA refuses a name,
@@ -101,13 +102,13 @@ def translate(
         cls = IssuanceRejected if is_permanent(exc, permanent) else IssuanceError
         where = f" for {who}" if who else ""
         return cls(f"{what} failed{where}: {text}", problem=text, name=who, retry_after=retry_after)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return IssuanceError(
-            f"{what}: TLS to the ACME server failed (is ca_bundle right?): {_short(exc)}",
-            name=name, retry_after=retry_after)
     if isinstance(exc, requests.exceptions.RequestException):
-        return IssuanceError(f"{what}: cannot reach the ACME server: {_short(exc)}", name=name,
-                             retry_after=retry_after)
+        request = getattr(exc, "request", None)
+        url = getattr(request, "url", None)
+        at = f" at {url.split('?')[0]}" if url else ""
+        hint = " (is ca_bundle right?)" if isinstance(exc, requests.exceptions.SSLError) else ""
+        return IssuanceError(f"{what}: cannot reach the ACME server{at}: {netreason.reason(exc)}{hint}",
+                             name=name, retry_after=retry_after)
     if isinstance(exc, acme_errors.ConflictError):
         return IssuanceError(f"{what}: conflict at {exc}", name=name)
     if isinstance(exc, acme_errors.Error):

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from certkeeper import netreason
 from certkeeper.errors import IssuanceError
 from certkeeper.plugins import StateStore
 
@@ -69,7 +70,7 @@ class AcmeDnsClient:
             response = requests.post(f"{self.server}{path}", json=body, headers=headers or {},
                                      timeout=self.timeout, verify=self.verify, allow_redirects=False)
         except requests.RequestException as exc:
-            raise IssuanceError(f"acme-dns: cannot reach {self.server} ({type(exc).__name__})") from None
+            raise IssuanceError(f"acme-dns: cannot reach {self.server}: {netreason.reason(exc)}") from None
         if response.status_code in (401, 403):
             raise IssuanceError(f"acme-dns: {self.server} refused the stored credentials (HTTP "
                                 f"{response.status_code}); register again with 'certkeeper dns register --again'")

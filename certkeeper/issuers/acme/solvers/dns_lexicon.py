@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from certkeeper import netreason
 from certkeeper.errors import ConfigError, IssuanceError
 
 from .dns01 import Dns, _Dns01Base, txt_value
@@ -147,7 +148,7 @@ class LexiconDns01(_Dns01Base):
                                      f"{what}: set {self.where}.zone, or check the account's zones")
             return IssuanceError(f"dns-01: {name} answered HTTP {status} while trying to {what} in zone {zone}")
         if isinstance(exc, requests.RequestException):
-            return IssuanceError(f"dns-01: cannot reach {name} to {what} in zone {zone} ({type(exc).__name__})")
+            return IssuanceError(f"dns-01: cannot reach {name} to {what} in zone {zone}: {netreason.reason(exc)}")
         text = " ".join(str(exc).split())[:300]
         for secret in secrets:
             if secret:
