@@ -176,10 +176,10 @@ def timeline_svg(certificates: Sequence[Mapping[str, Any]], now: datetime, *, el
     if not certificates:
         ET.SubElement(svg, "text", {"x": str(plot_left), "y": str(TOP + ROW * 0.65), "fill": TEXT}).text = \
             "No certificates under management."
-    for index, cert in enumerate(certificates):
-        _draw_row(svg, cert, TOP + index * ROW, x)
-
     now_x = x(now)
+    for index, cert in enumerate(certificates):
+        _draw_row(svg, cert, TOP + index * ROW, x, now_x)
+
     marker = ET.SubElement(svg, "g", {"class": "now"})
     ET.SubElement(marker, "line", {"x1": str(now_x), "x2": str(now_x), "y1": str(TOP - 4),
                                    "y2": str(TOP + rows * ROW), "stroke": NOW_COLOUR, "stroke-width": "2",
@@ -190,7 +190,7 @@ def timeline_svg(certificates: Sequence[Mapping[str, Any]], now: datetime, *, el
     return ET.tostring(svg, encoding="unicode")
 
 
-def _draw_row(svg: ET.Element, cert: Mapping[str, Any], top: int, x: Any) -> None:
+def _draw_row(svg: ET.Element, cert: Mapping[str, Any], top: int, x: Any, now_x: float) -> None:
     health = str(cert.get("health", "Missing"))
     colour = HEALTH_COLOURS.get(health, HEALTH_COLOURS["Missing"])
     group = ET.SubElement(svg, "g", {"class": "mark", "data-certificate": str(cert["id"]),
@@ -201,9 +201,11 @@ def _draw_row(svg: ET.Element, cert: Mapping[str, Any], top: int, x: Any) -> Non
         f"{HEALTH_SYMBOLS.get(health, '?')} {_short(str(cert['id']))}"
     not_after = cert.get("not_after")
     if not_after is None:
-        ET.SubElement(group, "text", {"x": str(LABEL_WIDTH + 4), "y": str(middle + 4), "fill": TEXT,
-                                      "font-style": "italic"}).text = \
-            f"{health}: no certificate issued yet"
+        # nothing to draw yet: say so beside the now line, where its first certificate will start
+        waiting = cert.get("awaiting_approval")
+        ET.SubElement(group, "text", {"x": str(min(now_x + 8, WIDTH - RIGHT - 320)), "y": str(middle + 4),
+                                      "fill": TEXT, "font-style": "italic"}).text = \
+            f"{health}: no certificate yet" + (f", request {waiting} awaits approval" if waiting else "")
         return
     begin = x(cert["not_before"]) if cert.get("not_before") is not None else LABEL_WIDTH
     finish = x(not_after)
