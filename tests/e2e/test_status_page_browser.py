@@ -32,6 +32,33 @@ from tests.support import wait_for
 pytestmark = pytest.mark.e2e
 
 HOSTILE = "<img src=x onerror=alert(1)> & <b>bold</b>"
+#: every piece of HTML text whose contrast with its background is under WCAG AA's 4.5:1
+LOW_CONTRAST = """() => {
+  const parse = (colour) => {
+    const parts = colour.match(/rgba?\\(([^)]+)\\)/)[1].split(',').map(Number);
+    return {r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1};
+  };
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const background = (element) => {
+    for (; element; element = element.parentElement) {
+      const colour = parse(getComputedStyle(element).backgroundColor);
+      if (colour.a > 0) { return colour; }
+    }
+    return {r: 255, g: 255, b: 255, a: 1};
+  };
+  const low = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const text = walker.currentNode.textContent.trim();
+    const element = walker.currentNode.parentElement;
+    if (!text || element.closest('svg')) { continue; }
+    const a = luminance(parse(getComputedStyle(element).color)), b = luminance(background(element));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) { low.push(text.slice(0, 40) + ' ' + ratio.toFixed(2)); }
+  }
+  return low;
+}"""
 TOKEN = "browser-status-token-7c1e55d0a3"
 
 
@@ -136,6 +163,10 @@ def test_chromium_renders_the_status_page_from_a_running_daemon(three_certificat
     assert HOSTILE in events_text
     assert page.locator("main img").count() == 0 and page.locator("main b").count() == 0
     assert tab.dialogs == []
+    # readable: the language is set, every text has WCAG AA contrast, the chart has a name
+    assert page.get_attribute("html", "lang") == "en"
+    assert page.evaluate(LOW_CONTRAST) == []
+    assert chart.get_attribute("role") == "img" and chart.get_attribute("aria-labelledby")
 
     screenshot = tmp_path / "status.png"
     page.screenshot(path=str(screenshot), full_page=True)
@@ -163,6 +194,10 @@ def test_chromium_renders_the_status_page_from_a_running_daemon(three_certificat
     page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=\"http://127.0.0.1:9/probe.png\">')")
     wait_for(lambda: tab.violations(), 5, what="the policy to block the probe image")
     assert any("img-src" in violation for violation in tab.violations())
+    # and the contrast check does see faint text (set through the CSSOM, which the policy allows)
+    page.evaluate("(() => { const p = document.createElement('p'); p.textContent = 'faint probe';"
+                  " p.style.color = '#cccccc'; document.body.appendChild(p); })()")
+    assert [line for line in page.evaluate(LOW_CONTRAST) if line.startswith("faint probe")]
 
 
 def test_chromium_signs_in_with_the_form_and_gets_an_http_only_cookie(home: Path, tab: Tab) -> None:

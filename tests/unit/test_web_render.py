@@ -136,6 +136,24 @@ def test_certificate_page_escapes_its_revisions_bindings_and_events() -> None:
     assert "3.0 days left" in html
 
 
+def test_every_table_header_has_a_scope_and_the_page_a_language() -> None:
+    data = report([cert("mail", awaiting_approval="7", pending=True)],
+                  events=[{"at": NOW, "kind": "issued", "certificate": "mail", "node": "", "message": "m"}],
+                  alerts=[{"id": 1, "notifier": "ops", "kind": "expiring", "certificate": "mail", "created_at": NOW,
+                           "attempts": 1, "next_attempt_at": NOW, "dead": False, "last_error": None}],
+                  nodes={"nodes": [{"name": "cas01", "host": "h", "version": "1", "heartbeat_at": NOW,
+                                    "alive": True, "issuer": True}],
+                         "rows": [{"certificate": "mail", "node": "cas01", "binding": "gw", "revision": 1,
+                                   "current_revision": 1, "state": "deployed", "served_fingerprint": "ab" * 32,
+                                   "verified_at": NOW, "drift": False, "heartbeat_at": NOW, "alive": True}]})
+    elements = parse(status_page(data))
+    headers = [attrs for tag, attrs in elements.tags if tag == "th"]
+    assert len(headers) > 30
+    assert all(attrs.get("scope") in ("col", "row") for attrs in headers)
+    assert ("html", {"lang": "en"}) in elements.tags
+    assert sum(1 for tag, _ in elements.tags if tag == "caption") >= 5
+
+
 def test_the_csp_hashes_match_the_inline_style_and_script() -> None:
     html = status_page(report([cert("mail")]))
     style = re.search(r"<style>(.*?)</style>", html, re.S)
