@@ -286,7 +286,10 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
         def _site(self, method: str) -> bool:
             if site is None:
                 return False
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
             body = self.rfile.read(min(length, 65536)) if method == "POST" and length > 0 else b""
             headers = {name.title(): value for name, value in self.headers.items()}
             response = site.handle(method, self.path, headers, body, tls=isinstance(self.connection, ssl.SSLSocket))

@@ -205,6 +205,9 @@ def test_read_only_errors_and_metrics_beside_the_page(world: World) -> None:
     assert world.request("GET", "/metrics")[0] == 200
     assert world.request("GET", "/healthz")[0] == 200
     assert world.request("GET", "/elsewhere")[0] == 404
+    # a malformed request body length is an empty form, not a dropped connection
+    assert world.request("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded",
+                                            "Content-Length": "many"})[0] == 401
 
 
 def test_the_page_shows_health_matrix_alerts_and_events_escaped(world: World) -> None:
