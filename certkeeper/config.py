@@ -104,6 +104,11 @@ class DaemonSettings(_Strict):
     node: str | None = None
     reconcile_minutes: float = Field(default=5, gt=0, le=1440)
     metrics_address: str | None = "127.0.0.1:9464"
+    #: the read-only status page at / and /certificates/ID on metrics_address
+    status_page: bool = True
+    #: the status page's access token, a secret reference (secret:NAME, env:VAR, file:PATH):
+    #: required when metrics_address is not loopback, and enforced everywhere once set
+    status_token: str | None = None
     lease_ttl_seconds: int = Field(default=120, ge=10, le=86400)
     rollout_order: tuple[str, ...] = ()
     canary: str | None = None

@@ -22,9 +22,10 @@ from typing import Any
 from certkeeper import __version__
 from certkeeper.cluster import ISSUER_LEASE, default_node_name, instance_lease_name
 from certkeeper.config import Config
-from certkeeper.errors import CertkeeperError
+from certkeeper.errors import CertkeeperError, ConfigError
 from certkeeper.service import Service
 from certkeeper.store import certificates
+from certkeeper.web.server import StatusSite
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class Daemon:
         self.settings = config.settings.daemon
         self.node = node or self.settings.node or default_node_name()
         self.once = once
+        serving = bool(self.settings.metrics_address) and not once
+        if serving:
+            self._refuse_an_open_page_beyond_loopback()
         self.stop_event = threading.Event()
         self.state = DaemonState()
         self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
@@ -90,6 +94,22 @@ class Daemon:
         self.leases = self.service.context.leases
         self.shared_store = self.service.store.shared
         self.instance_lease = instance_lease_name(self.node, shared_store=self.shared_store)
+        # the status page's token is resolved now, so a missing secret stops the start, not a request
+        self.site = StatusSite.from_settings(self.service, self.health) if serving else None
+
+    def _refuse_an_open_page_beyond_loopback(self) -> None:
+        from certkeeper.metrics import parse_address
+        from certkeeper.web.access import startup_problem
+
+        address = self.settings.metrics_address or ""
+        try:
+            host, _port = parse_address(address)
+        except ValueError:
+            raise ConfigError(f"[daemon] metrics_address {address!r} is not HOST:PORT "
+                              "(127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464)") from None
+        problem = startup_problem(host, page=self.settings.status_page, token_reference=self.settings.status_token)
+        if problem:
+            raise ConfigError(problem)
 
     @staticmethod
     def _create_schema_in_a_child(config: Config) -> None:
@@ -281,8 +301,9 @@ class Daemon:
             from certkeeper.metrics import serve
 
             try:
-                server = serve(self.settings.metrics_address, self.service, self.state, self.health)
-                log.info("metrics and /healthz on http://%s/", self.settings.metrics_address)
+                server = serve(self.settings.metrics_address, self.service, self.state, self.health, site=self.site)
+                log.info("metrics and /healthz%s on http://%s/", "" if self.site is None else ", the status page",
+                         self.settings.metrics_address)
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.settings.metrics_address, exc)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

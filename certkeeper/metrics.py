@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import ssl
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from certkeeper.service import Service
 
 log = logging.getLogger(__name__)
+_QUERY = re.compile(r"\?\S*")
 
 
 class DaemonState(Protocol):
@@ -246,8 +249,18 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def serve(address: str, service: Service, state: DaemonState, health: Callable[[], dict[str, Any]]) -> Any:
-    """Start the metrics/health HTTP server in a thread; returns the server (call shutdown())."""
+class Site(Protocol):
+    """Another set of pages on the same server (:class:`certkeeper.web.server.StatusSite`):
+    answers its own paths (``headers`` keyed in Title-Case), None for the rest."""
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"", *,
+               tls: bool = False) -> Any: ...
+
+
+def serve(address: str, service: Service, state: DaemonState, health: Callable[[], dict[str, Any]],
+          site: Site | None = None) -> Any:
+    """Start the metrics/health HTTP server in a thread; returns the server (call shutdown()).
+    ``site`` (the status page) answers first for the paths it knows."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
@@ -255,6 +268,8 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self._site("GET"):
+                return
             if self.path.split("?")[0] == "/metrics":
                 body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
             elif self.path.split("?")[0] in ("/healthz", "/health"):
@@ -262,14 +277,38 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
                 body, status, ctype = json.dumps(data).encode(), 200 if data.get("ok") else 503, "application/json"
             else:
                 body, status, ctype = b"not found\n", 404, "text/plain"
+            self._send(status, [("Content-Type", ctype)], body)
+
+        def do_POST(self) -> None:
+            if not self._site("POST"):
+                self._send(404, [("Content-Type", "text/plain")], b"not found\n")
+
+        def _site(self, method: str) -> bool:
+            if site is None:
+                return False
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
+            body = self.rfile.read(min(length, 65536)) if method == "POST" and length > 0 else b""
+            headers = {name.title(): value for name, value in self.headers.items()}
+            response = site.handle(method, self.path, headers, body, tls=isinstance(self.connection, ssl.SSLSocket))
+            if response is None:
+                return False
+            self._send(response.status, response.headers, response.body)
+            return True
+
+        def _send(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", ctype)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
-            log.debug("metrics: " + format, *args)
+            # the request line may carry /login?token=...: never log a query string
+            log.debug("metrics: %s", _QUERY.sub("?…", format % args))
 
     host, port = parse_address(address)
     from certkeeper.listen import dual_stack_server

@@ -83,7 +83,7 @@ def status_report(store: Store, now: datetime) -> dict[str, Any]:
         report.append({
             "id": item.id, "names": list(item.names), "issuer": item.issuer, "health": state.value,
             "reason": reason, "revision": item.revision, "serial": item.serial, "fingerprint": item.fingerprint,
-            "not_after": item.not_after, "renewal_time": item.renewal_time,
+            "not_before": item.not_before, "not_after": item.not_after, "renewal_time": item.renewal_time,
             "last_failure": item.last_failure_message, "last_failure_at": item.last_failure_at,
             "next_attempt_at": None if item.rejected else item.next_attempt_at, "rejected": item.rejected,
             "pending": item.pending, "awaiting_approval": item.pending_request, "in_config": _in_config(item.source),
@@ -131,4 +131,39 @@ def node_matrix(store: Store, now: datetime, settings: Settings) -> dict[str, An
                    "alive": alive(n.name), "issuer": n.name == issuer_node}
                   for n in nodes.values()],
         "rows": rows,
+    }
+
+
+def alerts_report(store: Store, limit: int = 100) -> list[dict[str, Any]]:
+    """Alerts not delivered: waiting or retrying, and given up (``dead``), newest first.
+
+    The notifier's name only, never its URL; ``last_error`` is the sender's own message, which
+    names the notifier and not its address (see :mod:`certkeeper.notifiers.http`).
+    """
+    rows = sorted(Outbox(store).pending(), key=lambda alert: (alert.created_at, alert.id), reverse=True)
+    return [
+        {"id": alert.id, "notifier": alert.notifier, "kind": alert.kind, "certificate": alert.certificate_id,
+         "created_at": alert.created_at, "attempts": alert.attempts, "next_attempt_at": alert.next_attempt_at,
+         "dead": alert.dead, "last_error": alert.last_error}
+        for alert in rows[:limit]
+    ]
+
+
+def events_report(store: Store, limit: int = 25) -> list[dict[str, Any]]:
+    """The newest lifecycle events of every certificate, newest first."""
+    with store.session() as session:
+        rows = events.recent(session, None, limit=limit)
+        return [{"at": event.at, "kind": event.kind, "certificate": event.certificate_id, "node": event.node,
+                 "message": event.message} for event in rows]
+
+
+def overview_report(store: Store, now: datetime, settings: Settings, *, events_limit: int = 25) -> dict[str, Any]:
+    """Everything the status page shows at once: :func:`status_report`, :func:`node_matrix`,
+    the undelivered alerts and the last events."""
+    return {
+        "at": now,
+        "status": status_report(store, now),
+        "nodes": node_matrix(store, now, settings),
+        "alerts": alerts_report(store),
+        "events": events_report(store, events_limit),
     }

@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.powerdns",
     "tests.fixtures.acmedns",
     "tests.fixtures.dns_server",
+    "tests.fixtures.browser",
 ]

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json
+
+if TYPE_CHECKING:
+    from certkeeper.service import Service
 
 
 @click.command()
 @click.option("--nodes", is_flag=True, help="A certificate x node matrix: what each CAS node serves.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--html", "html_file", metavar="FILE",
+              help="Write the status page (the daemon's /) as one self-contained HTML file; - for stdout.")
 @click.pass_context
-def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
+def status(ctx: click.Context, nodes: bool, as_json: bool, html_file: str | None) -> None:
     """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts."""
     from certkeeper.reports import node_matrix, status_report
 
+    if html_file is not None and (nodes or as_json):
+        raise click.UsageError("--html writes the whole page (nodes included); it cannot be combined with "
+                               "--nodes or --json")
     service = open_service(ctx, read_only=True)
+    if html_file is not None:
+        _write_html(service, html_file)
+        return
     if nodes:
         matrix = node_matrix(service.store, service.clock.now(), service.config.settings)
         if as_json:
@@ -66,3 +79,30 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
     if not report["certificates"]:
         out.print("No certificates under management.")
     out.print(f"Alerts waiting: {report['pending_alerts']}; given up: {report['failed_alerts']}")
+
+
+def _write_html(service: Service, target: str) -> None:
+    """The status page as one file for a change ticket or a mail: the same renderer as the
+    daemon's page, with every certificate's details in it and nothing loaded from anywhere."""
+    import sys
+    from pathlib import Path
+
+    from certkeeper.reports import describe_certificate, overview_report
+    from certkeeper.web.render import status_page
+
+    now = service.clock.now()
+    report = overview_report(service.store, now, service.config.settings)
+    details = [describe_certificate(service.store, now, cert["id"]) for cert in report["status"]["certificates"]]
+    html = status_page(report, node=service.node or None, static=True, details=details)
+    if target == "-":
+        sys.stdout.write(html)
+        return
+    path = Path(target)
+    try:
+        path.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        from certkeeper.errors import CertkeeperError
+
+        raise CertkeeperError(f"cannot write {path}: {exc.strerror}") from None
+    console(stderr=True).print(f"Wrote the status page to {path} ({len(report['status']['certificates'])} "
+                               "certificates)")
