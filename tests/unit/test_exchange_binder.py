@@ -19,36 +19,15 @@ from certkeeper.binders.exchange import ExchangeBinder, ExchangeServer
 from certkeeper.binders.powershell import Command, ExchangeVersion, RecordingRunner, SecureString
 from certkeeper.binders.windows import thumbprint
 from certkeeper.errors import BindError, ConfigError, VerifyError
-from certkeeper.model import Bundle, EndpointCheck, Verification
+from certkeeper.model import Bundle
 from certkeeper.pki.pkcs12.structure import SCHANNEL_CSP
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.gateways import TestPKI
+from tests.support import FakeProbe
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
 SERVERS = (ExchangeServer("EX01", ("10.0.0.11:443",)), ExchangeServer("EX02", ("10.0.0.12:443",)))
 AUTH_THUMB = "A" * 40
-
-
-class FakeProbe:
-    """Stands in for the TLS probe: says which fingerprint each endpoint serves."""
-
-    def __init__(self) -> None:
-        self.serving: dict[str, str] = {}
-        self.stuck: set[str] = set()  # endpoints that keep serving what they served
-        self.calls: list[tuple[str, tuple[str, ...]]] = []
-
-    def __call__(self, bundle: Bundle, endpoints: Any) -> Verification:
-        self.calls.append((bundle.fingerprint, tuple(endpoints)))
-        checks = []
-        for endpoint in endpoints:
-            if endpoint not in self.stuck:
-                self.serving[endpoint] = bundle.fingerprint
-            served = self.serving.get(endpoint)
-            ok = served == bundle.fingerprint
-            checks.append(
-                EndpointCheck(endpoint, NAMES[0], ok, served, "ok" if ok else "serves another certificate")
-            )
-        return Verification(tuple(checks))
 
 
 def make(
