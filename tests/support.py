@@ -267,9 +267,11 @@ def start_certkeeper(
         )
 
 
-def stop_process(process: subprocess.Popen[Any], timeout: float = 60) -> int:
-    """SIGTERM (if still running), wait; SIGKILL after ``timeout`` s. Returns the exit status."""
-    if process.poll() is None:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 60, *, terminate: bool = True) -> int:
+    """SIGTERM (if still running and ``terminate``: once, a second one could land after the
+    daemon restored the default handler), wait; SIGKILL after ``timeout`` s. Returns the exit
+    status."""
+    if terminate and process.poll() is None:
         process.terminate()
     try:
         return process.wait(timeout=timeout)

@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 NODES = ("cas01", "cas02", "cas03")
 NAMES = ["mail.contoso.com", "autodiscover.contoso.com"]
 TTL = 10  # [daemon] lease_ttl_seconds (its minimum)
-VALIDITY = 40  # seconds: Pebble's certificates renew about 20 s after they are issued
+VALIDITY = 30  # seconds: Pebble's certificates renew about 15 s after they are issued
 
 
 def _can_unshare_uts() -> bool:
@@ -82,7 +82,7 @@ class Array:
             return {"name": "gateway", "type": "haproxy", "node": node, "socket": str(gateway.socket_path),
                     "crt": str(gateway.crt), "verify": [gateway.endpoint], "settle_seconds": 5}
         return {"name": "gateway", "type": "files", "node": node, "fullchain": str(gateway.fullchain),
-                "key": str(gateway.key), "reload": gateway.reload_argv, "verify": [gateway.endpoint],
+                "key": str(gateway.key), "reload": gateway.settled_reload_argv, "verify": [gateway.endpoint],
                 "settle_seconds": 5}
 
     def write_config(self, issuer: dict[str, Any]) -> None:
@@ -117,7 +117,7 @@ class Array:
         for process in self.daemons.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        self.codes.update({node: stop_process(process) for node, process in self.daemons.items()})
+        self.codes.update({node: stop_process(process, terminate=False) for node, process in self.daemons.items()})
         return self.codes
 
     def kill(self, node: str) -> None:

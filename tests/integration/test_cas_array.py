@@ -75,7 +75,7 @@ class Array:
             return {"name": "gateway", "type": "haproxy", "node": node, "socket": str(gateway.socket_path),
                     "crt": str(gateway.crt), "verify": [gateway.endpoint], "settle_seconds": 5}
         return {"name": "gateway", "type": "files", "node": node, "fullchain": str(gateway.fullchain),
-                "key": str(gateway.key), "reload": reload or gateway.reload_argv, "verify": [gateway.endpoint],
+                "key": str(gateway.key), "reload": reload or gateway.settled_reload_argv, "verify": [gateway.endpoint],
                 "settle_seconds": 5}
 
     def configure(self, issuer: dict[str, Any], *, bindings: list[dict[str, Any]] | None = None,
@@ -319,7 +319,7 @@ def test_a_failing_canary_stops_the_rollout_and_keeps_its_certificate(array: Arr
     canary = array.gateways["cas01"]
     assert isinstance(canary, NginxGateway)
     # cas01's reload works until the flag file exists (a broken gateway config, say)
-    reload = ["sh", "-c", f'test ! -e "{broken}" && exec "$0" "$@"', *canary.reload_argv]
+    reload = ["sh", "-c", f'test ! -e "{broken}" && exec "$0" "$@"', *canary.settled_reload_argv]
     bindings = [array.binding("cas01", reload=reload), array.binding("cas02"), array.binding("cas03")]
     array.configure({"type": "internal-ca", "validity_days": 9}, bindings=bindings,
                     notifiers={"slack": http_stub.notifier_table("slack", "/slack")})
