@@ -18,6 +18,7 @@ rules themselves run on SQLite too (tests/integration/test_cas_leases.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
 from certkeeper.clock import FrozenClock, SystemClock
@@ -274,7 +276,8 @@ def test_an_issuer_that_dies_mid_issuance_is_replaced_when_its_lease_expires(
         assert len(double.submissions) == 2, double.submissions
         assert array.revisions() == [(1, "issued")]
         revision_id, fingerprint, _ = array.revision(1)
-        assert double.requests[max(double.requests)].cert is not None
+        answered = double.requests[max(double.requests)].cert  # what the CA issued the second time
+        assert answered is not None and hashlib.sha256(answered.public_bytes(Encoding.DER)).hexdigest() == fingerprint
 
         # the dead canary still counts as up until its heartbeat is 3 x TTL old: nobody deploys
         array.reconcile("cas03", "cas02")
