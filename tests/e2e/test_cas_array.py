@@ -35,7 +35,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
 from tests.fixtures.core import certkeeper_env, run_cli, to_toml
-from tests.fixtures.gateways import HaproxyGateway, NginxGateway, TestPKI, _stop, start_haproxy, start_nginx
+from tests.fixtures.gateways import HaproxyGateway, NginxGateway, TestPKI, _stop, gateway_binding, start_cas_gateways
 from tests.fixtures.pebble import ChallTestSrv, PebbleFactory
 from tests.fixtures.postgres import RestartablePostgres
 from tests.support import served_fingerprint, start_certkeeper, stop_process, wait_for, write_dns_hook
@@ -71,19 +71,10 @@ class Array:
         self.engine = create_engine(self.url, pool_pre_ping=True)
 
     def start_gateways(self) -> None:
-        first = self.pki.bundle(*NAMES, common_name=NAMES[0])
-        self.gateways["cas01"] = start_nginx(self.home / "cas01-nginx", first, auth_challenge=False)
-        self.gateways["cas02"] = start_nginx(self.home / "cas02-nginx", first, auth_challenge=False)
-        self.gateways["cas03"] = start_haproxy(self.home / "cas03-haproxy", first)
+        self.gateways.update(start_cas_gateways(self.home, self.pki.bundle(*NAMES, common_name=NAMES[0])))
 
     def binding(self, node: str) -> dict[str, Any]:
-        gateway = self.gateways[node]
-        if isinstance(gateway, HaproxyGateway):
-            return {"name": "gateway", "type": "haproxy", "node": node, "socket": str(gateway.socket_path),
-                    "crt": str(gateway.crt), "verify": [gateway.endpoint], "settle_seconds": 5}
-        return {"name": "gateway", "type": "files", "node": node, "fullchain": str(gateway.fullchain),
-                "key": str(gateway.key), "reload": gateway.settled_reload_argv, "verify": [gateway.endpoint],
-                "settle_seconds": 5}
+        return gateway_binding(node, self.gateways[node])
 
     def write_config(self, issuer: dict[str, Any]) -> None:
         config: dict[str, Any] = {

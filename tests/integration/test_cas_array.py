@@ -39,7 +39,7 @@ from certkeeper.service import Service
 from certkeeper.store import leases
 from certkeeper.store.schema import DeploymentRow, EventRow, RevisionRow
 from tests.fixtures.certsrv import CertsrvDouble
-from tests.fixtures.gateways import HaproxyGateway, NginxGateway, TestPKI, _stop, start_haproxy, start_nginx
+from tests.fixtures.gateways import NginxGateway, TestPKI, _stop, gateway_binding, start_cas_gateways
 from tests.fixtures.http import HttpStub
 from tests.support import DiesAtTheCa, Doomed, Killed, served_fingerprint, stand_in
 
@@ -59,26 +59,13 @@ class Array:
         self.clock = FrozenClock(SystemClock().now())  # certificates from a CA double carry real times
         first = pki.bundle(*NAMES, common_name=NAMES[0])
         self.old_fingerprint = first.fingerprint
-        self.gateways: dict[str, NginxGateway | HaproxyGateway] = {}
+        self.gateways = start_cas_gateways(home, first)
         self.nodes: dict[str, Daemon] = {}
         self.retired: list[Daemon] = []
         self.config: Config | None = None
-        try:
-            self.gateways["cas01"] = start_nginx(home / "cas01-nginx", first, auth_challenge=False)
-            self.gateways["cas02"] = start_nginx(home / "cas02-nginx", first, auth_challenge=False)
-            self.gateways["cas03"] = start_haproxy(home / "cas03-haproxy", first)
-        except BaseException:
-            self.close()
-            raise
 
     def binding(self, node: str, reload: list[str] | None = None) -> dict[str, Any]:
-        gateway = self.gateways[node]
-        if isinstance(gateway, HaproxyGateway):
-            return {"name": "gateway", "type": "haproxy", "node": node, "socket": str(gateway.socket_path),
-                    "crt": str(gateway.crt), "verify": [gateway.endpoint], "settle_seconds": 5}
-        return {"name": "gateway", "type": "files", "node": node, "fullchain": str(gateway.fullchain),
-                "key": str(gateway.key), "reload": reload or gateway.settled_reload_argv, "verify": [gateway.endpoint],
-                "settle_seconds": 5}
+        return gateway_binding(node, self.gateways[node], reload)
 
     def configure(self, issuer: dict[str, Any], *, bindings: list[dict[str, Any]] | None = None,
                   notifiers: dict[str, Any] | None = None) -> None:
