@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from certkeeper import __version__
+from certkeeper.clock import Clock
 from certkeeper.cluster import ISSUER_LEASE, default_node_name, instance_lease_name
 from certkeeper.config import Config
 from certkeeper.errors import CertkeeperError, ConfigError
@@ -75,7 +76,12 @@ def release_memory() -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, node: str | None = None, once: bool = False) -> None:
+    """One node's daemon. ``clock`` is for tests that drive the jobs in-process on a FrozenClock
+    (the scheduler itself always runs on the wall clock)."""
+
+    def __init__(
+        self, config: Config, *, node: str | None = None, once: bool = False, clock: Clock | None = None
+    ) -> None:
         self.config = config
         self.settings = config.settings.daemon
         self.node = node or self.settings.node or default_node_name()
@@ -87,7 +93,7 @@ class Daemon:
         self.state = DaemonState()
         self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
         self._create_schema_in_a_child(config)
-        self.service = Service.open(config, create=True, migrate=False, node=self.node)
+        self.service = Service.open(config, create=True, migrate=False, node=self.node, clock=clock)
         # a certificate being issued is leased for the daemon's lease TTL, renewed by the heartbeat:
         # if this process is killed mid-issuance, another node resumes within the TTL (not 15 minutes)
         self.service.context.issue_lease_ttl = self.ttl

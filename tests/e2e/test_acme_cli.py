@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from cryptography import x509
 
 from tests.fixtures.core import REPO_ROOT, run_cli
 from tests.fixtures.pebble import ChallTestSrv, Pebble, verify_chain
+from tests.support import wait_for, write_dns_hook
 
 pytestmark = pytest.mark.e2e
 
@@ -97,26 +97,10 @@ def test_cli_issue_from_pebble_then_account_commands(pebble: Pebble, home: Path,
     assert wrong.code == 1 and "not an ACME issuer" in wrong.err
 
 
-HOOK = """#!{python}
-import json, os, sys, time, urllib.request
-action, fqdn, value = sys.argv[1:4]
-if action == "present" and os.path.exists({hang!r}):
-    open({started!r}, "w").close()
-    time.sleep(600)
-body = {{"host": fqdn, "value": value}} if action == "present" else {{"host": fqdn}}
-request = urllib.request.Request("http://127.0.0.1:{port}/" + ("set-txt" if action == "present" else "clear-txt"),
-                                 data=json.dumps(body).encode())
-urllib.request.urlopen(request, timeout=5).read()
-"""
-
-
 def test_killed_after_the_order_then_rerun_finishes_that_order(pebble: Pebble, challtestsrv: ChallTestSrv,
                                                                tmp_path: Path) -> None:
     hang, started = tmp_path / "hang", tmp_path / "started"
-    hook = tmp_path / "hook.py"
-    hook.write_text(HOOK.format(python=sys.executable, hang=str(hang), started=str(started),
-                                port=challtestsrv.management_port))
-    hook.chmod(0o755)
+    hook = write_dns_hook(tmp_path / "hook.py", challtestsrv.management_port, hang=hang, started=started)
     write_config(tmp_path / "certkeeper.toml", pebble, extra=f"""challenge = "dns-01"
 [issuers.pebble.dns01]
 mode = "exec"
@@ -130,12 +114,12 @@ cname_delegation = false
     process = subprocess.Popen([sys.executable, "-m", "certkeeper", "issue", *NAMES, "--issuer", "pebble"],
                                env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
+    def hook_started() -> bool:
+        assert process.poll() is None, "the CLI ended before solving its challenge"
+        return started.exists()
+
     try:
-        deadline = time.monotonic() + 60
-        while not started.exists():
-            assert process.poll() is None, "the CLI ended before solving its challenge"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(hook_started, 60, what="the DNS hook to start")
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -20,6 +20,7 @@ from certkeeper.issuers.acme.issuer import AcmeIssuer
 from certkeeper.model import IssueRequest
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.pebble import ChallTestSrv, Pebble, make_csr, verify_chain
+from tests.support import write_dns_hook
 
 pytestmark = pytest.mark.e2e
 
@@ -166,28 +167,9 @@ def test_http01_webroot_keeps_an_existing_web_config(pebble: Pebble, tmp_path: P
     assert (folder / "web.config").read_text() == "<configuration>mine</configuration>"
 
 
-EXEC_SCRIPT = """#!{python}
-import json, os, sys, urllib.request
-action, fqdn, value = sys.argv[1:4]
-assert os.environ["CERTKEEPER_ACME_FQDN"] == fqdn and os.environ["CERTKEEPER_ACME_VALUE"] == value
-body = {{"host": fqdn, "value": value}} if action == "present" else {{"host": fqdn}}
-verb = "set-txt" if action == "present" else "clear-txt"
-request = urllib.request.Request("http://127.0.0.1:{port}/" + verb, data=json.dumps(body).encode())
-urllib.request.urlopen(request, timeout=5).read()
-with open({log!r}, "a") as log:
-    log.write(f"{{action}} {{fqdn}} {{os.environ['CERTKEEPER_ACME_DOMAIN']}}\\n")
-"""
-
-
 def exec_script(tmp_path: Path, challtestsrv: ChallTestSrv) -> tuple[Path, Path]:
-    import sys
-
     log = tmp_path / "exec.log"
-    script = tmp_path / "dns-hook.py"
-    script.write_text(EXEC_SCRIPT.format(python=sys.executable, port=challtestsrv.management_port,
-                                         log=str(log)))
-    script.chmod(0o755)
-    return script, log
+    return write_dns_hook(tmp_path / "dns-hook.py", challtestsrv.management_port, log=log), log
 
 
 def test_dns01_exec_script_with_challtestsrv(pebble: Pebble, challtestsrv: ChallTestSrv,

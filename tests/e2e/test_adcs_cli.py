@@ -1,13 +1,12 @@
 """Issue 7 end to end: the certkeeper CLI, in separate processes, against the certsrv protocol double
-(tests/fixtures/certsrv.py; a local HTTPS server speaking the certsrv protocol, not a Windows CA)."""
+(tests/fixtures/certsrv.py; a local HTTPS server speaking the certsrv protocol, not a Windows CA).
+
+The daemon waiting for approval across its own restart is shown on a FrozenClock in
+tests/integration/test_adcs.py (test_a_restarted_daemon_keeps_waiting_for_approval_then_completes)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from tests.fixtures.certsrv import CertsrvDouble
-from tests.fixtures.core import REPO_ROOT, free_port, run_cli
+from tests.fixtures.core import run_cli
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
 
@@ -66,7 +65,7 @@ def test_issue_with_adcs_issuer_stores_a_chain_to_the_ca_root(home: Path, certsr
 def test_pending_request_survives_a_restart_and_completes_when_approved(home: Path, certsrv_factory: Any) -> None:
     double: CertsrvDouble = certsrv_factory("basic")
     double.mode = "pending"
-    write_config(home, double, poll_minutes=0.02)  # asks again after 1.2 s
+    write_config(home, double, poll_minutes=0.005)  # asks again after 0.3 s
 
     first = run_cli("issue", *NAMES, "--issuer", "corp")
 
@@ -78,85 +77,20 @@ def test_pending_request_survives_a_restart_and_completes_when_approved(home: Pa
     assert any(event["kind"] == "pending_approval" for event in json.loads(shown.stdout)["events"])
 
     # not approved yet: a new process asks again, does not submit a second request
-    time.sleep(1.5)
+    time.sleep(0.4)
     polls = len(double.polls)
     still = run_cli("renew")
     assert len(double.submissions) == 1, still.stdout + still.stderr
     assert double.polls[polls:] == [record.request_id]
 
     double.approve(record.request_id)
-    time.sleep(1.5)
+    time.sleep(0.4)
     second = run_cli("renew")  # a fresh process: only the stored checkpoint links it to the request
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert len(double.submissions) == 1
     leaf = stored_chain_verifies("mail.contoso.com", double)
     assert leaf == double.requests[record.request_id].cert
-
-
-def start_daemon(home: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen([sys.executable, "-m", "certkeeper", "daemon", "--node", "cas01"], env=env,
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def stop_daemon(process: subprocess.Popen[str]) -> str:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        output, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
-
-
-def wait_for(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def test_daemon_restart_keeps_waiting_for_approval_then_completes(home: Path, certsrv_factory: Any) -> None:
-    double: CertsrvDouble = certsrv_factory("ntlm")
-    double.mode = "pending"
-    write_config(home, double, poll_minutes=0.02)
-    with (home / "certkeeper.toml").open("a") as config:
-        config.write(
-            '\n[[certificates]]\nid = "exchange"\nissuer = "corp"\n'
-            f"names = {json.dumps(list(NAMES))}\n"
-            f'\n[daemon]\nreconcile_minutes = 0.02\nmetrics_address = "127.0.0.1:{free_port()}"\n'
-        )
-    migrated = run_cli("db", "upgrade")
-    assert migrated.returncode == 0, migrated.stderr
-
-    first = start_daemon(home)
-    try:
-        wait_for(lambda: len(double.requests) == 1, "the daemon to submit the request")
-        # later reconcile passes poll the request; they do not submit another
-        wait_for(lambda: len(double.polls) >= 2, "the daemon to poll the pending request")
-    finally:
-        first_log = stop_daemon(first)
-    assert first.returncode == 0, first_log
-    assert len(double.submissions) == 1, first_log
-    (record,) = double.requests.values()
-    assert record.state == "pending"
-
-    double.approve(record.request_id)
-    second = start_daemon(home)
-    try:
-        wait_for(lambda: run_cli("show", "exchange", "--pem").returncode == 0, "the approved certificate")
-    finally:
-        second_log = stop_daemon(second)
-    assert second.returncode == 0, second_log
-    assert len(double.submissions) == 1, second_log
-    shown = run_cli("show", "exchange", "--pem")
-    leaf = x509.load_pem_x509_certificates(shown.stdout.encode())[0]
-    assert leaf == double.requests[record.request_id].cert
-    stored_chain_verifies("exchange", double)
 
 
 def test_template_that_ignores_the_csr_names_stores_nothing(home: Path, certsrv_factory: Any) -> None:

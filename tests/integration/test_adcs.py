@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from certkeeper.clock import FrozenClock
+from certkeeper.clock import FrozenClock, SystemClock
+from certkeeper.config import parse
+from certkeeper.daemon import Daemon
 from certkeeper.errors import (
     ConfigError,
     IssuanceError,
@@ -27,6 +29,7 @@ from certkeeper.issuers import Issuer, load_issuer
 from certkeeper.issuers.adcs import AdcsIssuer, parse_submission
 from certkeeper.model import IssueRequest
 from certkeeper.plugins import MemoryState, PluginContext
+from certkeeper.service import Service
 from tests.fixtures.certsrv import AD_NAME, PASSWORD, CertsrvDouble
 
 NAMES = ("mail.contoso.com", "autodiscover.contoso.com")
@@ -333,3 +336,51 @@ def test_parse_submission_error_page_variant() -> None:
     submission = parse_submission(page)
     assert submission.outcome == "denied"
     assert submission.message.startswith("The requested certificate template is not supported by this CA")
+
+
+def test_a_restarted_daemon_keeps_waiting_for_approval_then_completes(tmp_path: Path, certsrv_factory: Any) -> None:
+    """The daemon's jobs on a FrozenClock: a pending request is polled every poll_minutes, never
+    submitted again, and a new daemon (knowing only the store) collects it once approved."""
+    double: CertsrvDouble = certsrv_factory("ntlm")
+    double.mode = "pending"
+    config = parse({
+        "issuers": {"corp": {"type": "adcs", **double.options(poll_minutes=30)}},
+        "certificates": [{"id": "exchange", "issuer": "corp", "names": list(NAMES)}],
+        "daemon": {"metrics_address": ""},
+    }, data_dir=tmp_path / "data")
+    clock = FrozenClock(SystemClock().now())  # the double's certificates carry real times
+    Service.open(config, clock=clock).close()  # the store exists before the daemon starts
+
+    first = Daemon(config, node="cas01", clock=clock)
+    try:
+        first.heartbeat()
+        first.reconcile()
+        (record,) = double.requests.values()
+        assert record.state == "pending" and double.polls == []
+        first.reconcile()  # the next pass, 1.2 s later or at once: not time to ask again
+        clock.advance(timedelta(minutes=29))
+        first.reconcile()
+        assert double.polls == []
+        clock.advance(timedelta(minutes=2))
+        first.reconcile()  # poll_minutes later: it asks about the request, it does not submit another
+        assert double.polls == [record.request_id] and len(double.submissions) == 1
+        assert not first.state.last_reconcile_ok  # still pending
+    finally:
+        first.service.close()
+
+    double.approve(record.request_id)
+    second = Daemon(config, node="cas01", clock=clock)  # a restart: only the store links the two
+    try:
+        second.heartbeat()
+        second.reconcile()
+        assert double.polls == [record.request_id]  # the stored next check is kept across the restart
+        clock.advance(timedelta(minutes=31))
+        second.reconcile()
+        assert second.state.last_reconcile_ok
+        bundle = second.service.inventory.bundle("exchange")
+    finally:
+        second.service.close()
+    assert double.polls == [record.request_id] * 2 and len(double.submissions) == 1
+    assert x509.load_pem_x509_certificate(bundle.cert_pem) == double.requests[record.request_id].cert
+    for name in NAMES:
+        verify_chain(bundle.cert_pem, bundle.chain_pem, double.ca.root_pem, name)

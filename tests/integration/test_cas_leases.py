@@ -1,9 +1,14 @@
-"""Leases for CAS arrays, on SQLite and on PostgreSQL (skipped with a message where absent):
-nodes racing for a new lease, certificate leases a live daemon keeps alive, and a renewal decided
-before another node finished it never ordered again."""
+"""Leases for CAS arrays, on SQLite and on PostgreSQL (skipped with a message where absent), on a
+FrozenClock: nodes racing for a new lease, the issuer lease passing on one TTL after its holder's
+last renewal, a dead daemon's instance lock taken over at once on its own host, certificate leases
+a live daemon keeps alive, and a renewal decided before another node finished it never ordered
+again. Whole daemons in an array: tests/integration/test_cas_array.py."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,8 +18,9 @@ from typing import Any
 import pytest
 
 from certkeeper.clock import FrozenClock
-from certkeeper.cluster import Holder, Leases
+from certkeeper.cluster import ISSUER_LEASE, Holder, Leases, instance_lease_name
 from certkeeper.config import parse
+from certkeeper.errors import ConcurrencyError
 from certkeeper.service import Service
 from certkeeper.store import certificates, leases, revisions
 
@@ -186,3 +192,50 @@ def test_only_the_issuer_writes_the_config_into_the_store(tmp_path: Path, store_
     with issuer.store.session() as session:
         assert certificates.get(session, "owa").names == ["owa.contoso.com"]
     assert issuer.decide(clock.now())[0].action == "wait"
+
+
+def test_the_issuer_lease_passes_to_another_node_only_once_its_holder_stops_renewing_it(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The issuer lease of a node killed on another host (its pid cannot be checked): the others
+    wait one TTL after its last renewal, not more, not less."""
+    clock = FrozenClock(START)
+    service = _service(tmp_path, store_url, clock, "cas01")
+    ttl = timedelta(seconds=10)
+    cas01 = Leases(service.store, Holder("cas01-host", 4242, "cas01"))
+    cas02 = Leases(service.store, Holder("cas02-host", 4343, "cas02"))
+    assert cas01.take(ISSUER_LEASE, ttl) and not cas02.take(ISSUER_LEASE, ttl)
+    for _ in range(3):  # cas01's heartbeat renews it every few seconds
+        clock.advance(timedelta(seconds=4))
+        assert cas01.take(ISSUER_LEASE, ttl) and not cas02.take(ISSUER_LEASE, ttl)
+    renewed = clock.now()
+    # cas01 is killed: no more renewals
+    clock.set(renewed + ttl - timedelta(seconds=1))
+    assert not cas02.take(ISSUER_LEASE, ttl)
+    clock.set(renewed + ttl + timedelta(seconds=1))
+    assert cas02.take(ISSUER_LEASE, ttl)
+    held = cas02.holder_of(ISSUER_LEASE)
+    assert held is not None and held[0] == "cas02-host:4343:cas02"
+    assert not cas01.take(ISSUER_LEASE, ttl)  # back again, cas01 has lost it
+
+
+def test_a_daemon_that_died_on_this_host_is_replaced_at_once_a_live_one_is_refused(
+    tmp_path: Path, store_url: str
+) -> None:
+    clock = FrozenClock(START)
+    service = _service(tmp_path, store_url, clock, "cas01")
+    ttl = timedelta(minutes=2)
+    name = instance_lease_name("cas01", shared_store=True)
+    gone = subprocess.Popen(["true"])  # a process that ran here and exited: its pid is free
+    gone.wait()
+    dead = Leases(service.store, Holder(socket.gethostname(), gone.pid, "cas01"))
+    dead.acquire_instance(name, ttl, shared_store=True, node="cas01")
+    # a restarted daemon on the same host sees the holder's pid is gone: no waiting for the TTL
+    restarted = Leases(service.store, Holder(socket.gethostname(), os.getpid(), "cas01"))
+    restarted.acquire_instance(name, ttl, shared_store=True, node="cas01")
+    held = restarted.holder_of(name)
+    assert held is not None and held[0] == f"{socket.gethostname()}:{os.getpid()}:cas01"
+    # while that one lives, another daemon calling itself cas01 is refused, with what to do
+    twin = Leases(service.store, Holder(socket.gethostname(), os.getppid(), "cas01"))
+    with pytest.raises(ConcurrencyError, match=r"already runs on node name 'cas01'.*its own --node name"):
+        twin.acquire_instance(name, ttl, shared_store=True, node="cas01")

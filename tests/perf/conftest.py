@@ -1,4 +1,5 @@
-"""Benchmarks: run on demand with `python -m pytest tests/perf -s -p no:cacheprovider`.
+"""Benchmarks: run on demand with `python -m pytest tests/perf -s -n0` (in one process, so that `-s`
+shows their figures).
 
 They print their figures and compare them with the targets; the normal suite never collects them
 (norecursedirs in pyproject.toml) and never times anything.

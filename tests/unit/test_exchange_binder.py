@@ -33,8 +33,9 @@ VERSIONS = [v.value for v in ExchangeVersion]
 UPDATE = bool(os.environ.get("CERTKEEPER_UPDATE_TRANSCRIPTS"))
 
 
-class FakeProbe:
-    """The TLS probe, answered from the fake: an endpoint serves what its server has for IIS."""
+class ExchangeProbe:
+    """The TLS probe, answered from the Exchange fake: an endpoint serves what its server has for
+    IIS (unlike tests.support.FakeProbe, which follows the bundles it is asked about)."""
 
     def __init__(self, fake: FakeExchange) -> None:
         self.fake = fake
@@ -62,7 +63,7 @@ def organisation(version: str, old: Bundle, *, services: str = "IIS") -> FakeExc
     return fake
 
 
-def make(fake: FakeExchange, probe: FakeProbe, state: MemoryState | None = None, **kwargs: Any) -> ExchangeBinder:
+def make(fake: FakeExchange, probe: ExchangeProbe, state: MemoryState | None = None, **kwargs: Any) -> ExchangeBinder:
     servers = [ExchangeServer(SERVERS[0], ("10.0.0.11:443",)), ExchangeServer(SERVERS[1], ("10.0.0.12:443",))]
     return ExchangeBinder(
         "oa",
@@ -112,7 +113,7 @@ def test_deploy_transcript(version: str, bundles: tuple[Bundle, Bundle]) -> None
         for s in SERVERS
     }
     fake.ssl_flags = ""  # the site root does not require SSL (an HTTP->HTTPS redirect)
-    probe, state = FakeProbe(fake), MemoryState()
+    probe, state = ExchangeProbe(fake), MemoryState()
     binder = make(fake, probe, state, services=("IIS", "IMAP"))
     for server in SERVERS:
         binder.markers.add(server, thumbprint(old.cert_pem))
@@ -172,7 +173,7 @@ def test_hybrid_transcript(version: str, bundles: tuple[Bundle, Bundle], test_pk
             for s in SERVERS
         }
         fake.hybrid = {"Name": "Hybrid Configuration", "TlsCertificateName": old_name}
-    probe = FakeProbe(fake)
+    probe = ExchangeProbe(fake)
     binder = make(fake, probe, services=("IIS", "SMTP"), smtp_replace_default=True, hybrid=True)
     for server in SERVERS:
         binder.markers.add(server, old_thumb)
@@ -198,7 +199,7 @@ def test_hybrid_transcript(version: str, bundles: tuple[Bundle, Bundle], test_pk
 def test_rollback_transcript(version: str, bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
     fake = organisation(version, old)
-    probe = FakeProbe(fake)
+    probe = ExchangeProbe(fake)
     probe.stuck["10.0.0.12:443"] = thumbprint(old.cert_pem)  # ex02 keeps serving the old one
     binder = make(fake, probe)
     with pytest.raises(VerifyError) as caught:
@@ -229,7 +230,7 @@ def test_hybrid_update_failure_keeps_the_old_certificate(
     fake.receive_connectors[SERVERS[0]] = [{"Identity": "EX01\\Default Frontend EX01", "TlsCertificateName": old_name}]
     fake.hybrid = {"TlsCertificateName": old_name, "SecureMailCertificateThumbprint": old_thumb}
     fake.fail["Set-HybridConfiguration"] = "The operation couldn't be performed (object not found)."
-    binder = make(fake, FakeProbe(fake), services=("IIS", "SMTP"), smtp_replace_default=True, hybrid=True)
+    binder = make(fake, ExchangeProbe(fake), services=("IIS", "SMTP"), smtp_replace_default=True, hybrid=True)
     with pytest.raises(BindError, match="oa: hybrid: Set-HybridConfiguration failed") as caught:
         binder.deploy(new, old)
     assert f"the previous certificate {old_thumb} is kept" in str(caught.value)
@@ -262,7 +263,7 @@ def test_an_error_record_at_each_step_rolls_back_and_leaves_no_marker(
         return "An error record (non-terminating) the way Exchange writes them."
 
     fake.fail[step] = on_ex01_for_new
-    binder = make(fake, FakeProbe(fake))
+    binder = make(fake, ExchangeProbe(fake))
     with pytest.raises(BindError) as caught:
         binder.deploy(new, old)
     word = {
@@ -287,7 +288,7 @@ def test_sni_binding_refused_before_anything_changes(bundles: tuple[Bundle, Bund
         match=r"ex02.contoso.com: pre-flight: netsh http show sslcert lists "
         r"mail.contoso.com:443 .*nothing was changed",
     ):
-        make(fake, FakeProbe(fake)).deploy(new, old)
+        make(fake, ExchangeProbe(fake)).deploy(new, old)
     assert not any("-ExchangeCertificate" in line and "Get-" not in line for line in fake.transcript)
 
 
@@ -301,7 +302,7 @@ def test_retire_reports_a_refused_removal_and_keeps_the_marker(bundles: tuple[Bu
         if server == SERVERS[0]
         else None
     )
-    binder = make(fake, FakeProbe(fake))
+    binder = make(fake, ExchangeProbe(fake))
     for server in SERVERS:
         fake.certificates[server][old_thumb]["Services"] = "None"
         binder.markers.add(server, old_thumb)
@@ -314,7 +315,7 @@ def test_retire_reports_a_refused_removal_and_keeps_the_marker(bundles: tuple[Bu
 def test_retire_never_removes_the_auth_certificate_or_unmarked_ones(bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
     fake = organisation("2019", old)
-    binder = make(fake, FakeProbe(fake))
+    binder = make(fake, ExchangeProbe(fake))
     binder.retire(old, new)  # never imported by certkeeper
     assert fake.transcript == []
     fake.auth_thumb = thumbprint(old.cert_pem)
@@ -366,7 +367,7 @@ def test_no_secret_reaches_the_logs_or_the_transcript(
     fake = organisation("2019", old)
     seen: list[str] = []
     fake.fail["Import-ExchangeCertificate"] = lambda s, c: seen.append(c.params["Password"].value) or None  # type: ignore[func-returns-value]
-    probe = FakeProbe(fake)
+    probe = ExchangeProbe(fake)
     probe.stuck["10.0.0.12:443"] = "0" * 40
     caplog.set_level(logging.DEBUG)
     with pytest.raises(VerifyError) as caught:

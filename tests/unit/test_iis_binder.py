@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -12,24 +11,14 @@ from certkeeper.binders.iis import IMPORT_PFX_SCRIPT, SET_BINDING_SCRIPT, IisBin
 from certkeeper.binders.powershell import Command, RecordingRunner, SecureString
 from certkeeper.binders.windows import thumbprint
 from certkeeper.errors import BindError, ConfigError, VerifyError
-from certkeeper.model import Bundle, EndpointCheck, Verification
+from certkeeper.model import Bundle
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.gateways import TestPKI
 from tests.fixtures.powershell_syntax import problems
+from tests.support import FakeProbe
 
 BINDINGS = (IisBinding("mail.contoso.com", 443, "*", True), IisBinding("", 8443, "*", False))
 BOUND_BEFORE = {443: "1" * 40, 8443: "2" * 40}
-
-
-class Probe:
-    def __init__(self, ok: bool = True) -> None:
-        self.ok = ok
-        self.calls = 0
-
-    def __call__(self, bundle: Bundle, endpoints: Any) -> Verification:
-        self.calls += 1
-        served = bundle.fingerprint if self.ok else "0" * 64
-        return Verification(tuple(EndpointCheck(e, "mail.contoso.com", self.ok, served, "x") for e in endpoints))
 
 
 def runner_with_bindings() -> RecordingRunner:
@@ -40,7 +29,7 @@ def runner_with_bindings() -> RecordingRunner:
     )
 
 
-def binder(runner: RecordingRunner, probe: Probe, state: MemoryState | None = None) -> IisBinder:
+def binder(runner: RecordingRunner, probe: FakeProbe, state: MemoryState | None = None) -> IisBinder:
     return IisBinder(
         "web",
         runner_for=lambda _s: runner,
@@ -60,7 +49,7 @@ def bundles(test_pki: TestPKI) -> tuple[Bundle, Bundle]:
 
 def test_exact_commands(bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
-    runner, probe = runner_with_bindings(), Probe()
+    runner, probe = runner_with_bindings(), FakeProbe()
     iis = binder(runner, probe)
     iis.deploy(new, old)
     t = thumbprint(new.cert_pem)
@@ -96,7 +85,7 @@ def test_exact_commands(bundles: tuple[Bundle, Bundle]) -> None:
     password = runner.calls[2].params["Password"]
     assert isinstance(password, SecureString)
     assert pkcs12.load_pkcs12(pfx, password.value.encode()).cert is not None
-    assert probe.calls == 1 and runner.closed == 1
+    assert len(probe.calls) == 1 and runner.closed == 1
     assert iis.markers.has("web01", t)
 
 
@@ -104,7 +93,7 @@ def test_exact_commands(bundles: tuple[Bundle, Bundle]) -> None:
 def test_failures_restore_the_bindings_that_changed(failing: str, bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
     t = thumbprint(new.cert_pem)
-    runner, probe = runner_with_bindings(), Probe(ok=failing != "verify")
+    runner, probe = runner_with_bindings(), FakeProbe(stuck_everywhere=failing == "verify")
     if failing in ("Get-ChildItem", "Import-Pfx (X509Store)"):
         runner.fail[failing] = "Access is denied."
     elif failing.startswith("bind"):
@@ -136,7 +125,7 @@ def test_failures_restore_the_bindings_that_changed(failing: str, bundles: tuple
 def test_retire_only_what_certkeeper_imported(bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
     runner = runner_with_bindings()
-    iis = binder(runner, Probe())
+    iis = binder(runner, FakeProbe())
     iis.retire(old, new)
     assert runner.calls == []
     iis.deploy(old, None)
@@ -153,13 +142,13 @@ def test_a_server_running_exchange_is_refused(bundles: tuple[Bundle, Bundle]) ->
     runner = runner_with_bindings()
     runner.outputs["Get-Website"] = lambda _c: ["Default Web Site", "Exchange Back End"]
     with pytest.raises(BindError, match=r"web01 runs Exchange \(it has the 'Exchange Back End' site\)"):
-        binder(runner, Probe()).deploy(new, old)
+        binder(runner, FakeProbe()).deploy(new, old)
     assert runner.names() == ["Get-Website"]
 
 
 def test_dry_run_plan_parses(bundles: tuple[Bundle, Bundle]) -> None:
     old, new = bundles
-    steps = binder(runner_with_bindings(), Probe()).plan(new, old)
+    steps = binder(runner_with_bindings(), FakeProbe()).plan(new, old)
     assert [s.step for s in steps] == [
         "pre-flight",
         "find",
