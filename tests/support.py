@@ -103,7 +103,7 @@ class DiesAtTheCa:
     the real issuer (the CA receives the request), and whatever the CA answers is lost, by
     raising :class:`Killed`. Run it in a thread; the CA double decides how long the call hangs."""
 
-    allows_internal_names = True
+    name_policy = NamePolicy.PRIVATE
 
     def __init__(self, real: Issuer) -> None:
         self.name = real.name

@@ -51,11 +51,12 @@ def test_acme_dns_registers_once_asks_for_the_cname_then_issues(
     for name in ("mail.acmedns.test", "acmedns.test"):
         registration = issuer.solvers["dns-01"].register(name)[0]  # type: ignore[attr-defined]
         acme_dns.cnames[f"_acme-challenge.{name}."] = registration.fulldomain + "."
-    registrations = acme_dns.calls.count("/register")
+    registrations, updates = acme_dns.calls.count("/register"), acme_dns.calls.count("/update")
     result = issuer.issue(IssueRequest(certificate_id="m", names=names, csr_pem=csr))
     verify_chain(result.cert_pem, result.chain_pem, pebble_acme_dns.root_pem(), "owa.acmedns.test")
     assert acme_dns.calls.count("/register") == registrations  # registered once per name, ever
-    assert acme_dns.calls.count("/update") == 3  # one per authorization; *. and the base share a record
+    # one per authorization (the double is shared by the session's tests); *. and the base share a record
+    assert acme_dns.calls.count("/update") - updates == 3
     # the wildcard and its base name share one acme-dns record holding both values
     shared = next(value for key, value in state.data.items() if key.endswith("/acmedns.test"))
     assert len(acme_dns.txt[json.loads(shared)["subdomain"]]) == 2
