@@ -20,24 +20,23 @@ from certkeeper.sealing import Sealer
 from certkeeper.store.schema import DeploymentRow, RevisionRow
 
 
-def current(session: Session, cert_id: str) -> RevisionRow | None:
-    """The newest issued revision: what is (or should be) served."""
+def _newest(session: Session, cert_id: str, state: RevisionState) -> RevisionRow | None:
     return session.scalars(
         select(RevisionRow)
-        .where(RevisionRow.certificate_id == cert_id, RevisionRow.state == RevisionState.ISSUED.value)
+        .where(RevisionRow.certificate_id == cert_id, RevisionRow.state == state.value)
         .order_by(RevisionRow.number.desc())
         .limit(1)
     ).first()
+
+
+def current(session: Session, cert_id: str) -> RevisionRow | None:
+    """The newest issued revision: what is (or should be) served."""
+    return _newest(session, cert_id, RevisionState.ISSUED)
 
 
 def pending(session: Session, cert_id: str) -> RevisionRow | None:
     """The request in flight (an ACME order placed, an AD CS request awaiting approval)."""
-    return session.scalars(
-        select(RevisionRow)
-        .where(RevisionRow.certificate_id == cert_id, RevisionRow.state == RevisionState.PENDING.value)
-        .order_by(RevisionRow.number.desc())
-        .limit(1)
-    ).first()
+    return _newest(session, cert_id, RevisionState.PENDING)
 
 
 def get(session: Session, revision_id: int) -> RevisionRow:
