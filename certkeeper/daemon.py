@@ -100,11 +100,11 @@ class Daemon:
         """
         import subprocess
 
-        from certkeeper.atomicfile import make_dirs
+        from certkeeper.platform.protection import make_private_dir
         from certkeeper.store import db
 
         if not config.settings.store.url:
-            make_dirs(config.data_dir, 0o700)
+            make_private_dir(config.data_dir)
         engine = db.make_engine(config.store_url)
         try:
             if db.current_revision(engine) is not None or db.has_tables(engine):

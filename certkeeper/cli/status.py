@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json
+from certkeeper.cli.common import console, days_left, fmt_time, load_config, open_service, print_json
 
 
 @click.command()
@@ -12,14 +14,23 @@ from certkeeper.cli.common import console, days_left, fmt_time, open_service, pr
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
-    """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts."""
-    from certkeeper.reports import node_matrix, status_report
+    """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts.
 
+    First, which config file and store are in use. A store that does not exist yet is reported as
+    such and not created (a shell that resolves another store than the service sees it here)."""
+    from certkeeper.reports import installation, node_matrix, status_report
+
+    where = installation(load_config(ctx))
+    if where["store"]["exists"] is False:
+        _no_store(where, nodes=nodes, as_json=as_json)
+        return
     service = open_service(ctx, read_only=True)
+    if not as_json:
+        _print_where(where)
     if nodes:
         matrix = node_matrix(service.store, service.clock.now(), service.config.settings)
         if as_json:
-            print_json(matrix)
+            print_json(where | matrix)
             return
         from rich.table import Table
 
@@ -42,7 +53,7 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
         return
     report = status_report(service.store, service.clock.now())
     if as_json:
-        print_json(report)
+        print_json(where | report)
         return
     out = console()
     now = service.clock.now()
@@ -66,3 +77,24 @@ def status(ctx: click.Context, nodes: bool, as_json: bool) -> None:
     if not report["certificates"]:
         out.print("No certificates under management.")
     out.print(f"Alerts waiting: {report['pending_alerts']}; given up: {report['failed_alerts']}")
+
+
+def _print_where(where: dict[str, Any]) -> None:
+    config, store = where["config"], where["store"]
+    out = console()
+    found = "" if config["exists"] else " (not found: defaults in use)"
+    out.print(f"Config: {config['path'] or '-'}{found} [{config['from'] or '-'}]")
+    out.print(f"Store: {store['url']} [data folder {store['data_dir']}: {store['data_dir_from'] or '-'}]")
+
+
+def _no_store(where: dict[str, Any], *, nodes: bool, as_json: bool) -> None:
+    """The store does not exist: say where it was looked for, create nothing."""
+    if as_json:
+        empty: dict[str, Any] = {"nodes": [], "rows": []} if nodes else {
+            "certificates": [], "pending_alerts": 0, "failed_alerts": 0}
+        print_json(where | empty)
+        return
+    _print_where(where)
+    console().print(f"No store at {where['store']['path']} yet: `certkeeper init` or `certkeeper issue` creates it. "
+                    "If the service uses another one, give this shell the same --config or $CERTKEEPER_CONFIG "
+                    "and $CERTKEEPER_DATA_DIR.")
