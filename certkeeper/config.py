@@ -228,11 +228,14 @@ def validate_options(model: type[BaseModel], options: Mapping[str, Any], where: 
         raise ConfigError(_validation_message(exc, prefix=where)) from None
 
 
-def load(path: Path | str | None = None) -> Config:
-    """Find and load the config; no file at the default place means all defaults."""
+def load(path: Path | str | None = None, *, found: Resolved | None = None) -> Config:
+    """Find and load the config; no file at the default place means all defaults.
+
+    ``found`` gives the locations to use instead of this process's (the systemd unit is written
+    for the machine's locations whoever asks for it)."""
     from certkeeper.platform import locations
 
-    found = locations.current(path or None)
+    found = found or locations.current(path or None)
     config_path = found.config_file
     if not config_path.exists():
         if path:

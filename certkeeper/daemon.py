@@ -3,8 +3,12 @@
 It refuses to start on a store that is not at the migration head, or when another daemon already
 holds the store (SQLite) or this node's name (PostgreSQL). One daemon at a time holds the "issuer"
 lease and orders certificates; every daemon deploys and verifies its own node's bindings.
-SIGTERM/SIGINT let the running step finish, then exit 0. The coordination rules are
-:mod:`certkeeper.cluster`'s; this module wires them to signals, jobs and the metrics endpoint.
+SIGTERM/SIGINT (and CTRL_BREAK on Windows) let the running step finish, then exit 0; the Windows
+service's stop calls :meth:`Daemon.stop`, the same stop. Under systemd it reports READY=1,
+WATCHDOG=1 from the heartbeat and STOPPING=1 (:mod:`certkeeper.platform.sdnotify`). At start the
+data folder is checked, and repaired, to be private (:mod:`certkeeper.platform.protection`). The
+coordination rules are :mod:`certkeeper.cluster`'s; this module wires them to signals, jobs and
+the metrics endpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from certkeeper import __version__
 from certkeeper.cluster import ISSUER_LEASE, default_node_name, instance_lease_name
 from certkeeper.config import Config
 from certkeeper.errors import CertkeeperError
+from certkeeper.platform.sdnotify import Notifier
 from certkeeper.service import Service
 from certkeeper.store import certificates
 
@@ -74,12 +79,19 @@ def release_memory() -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, node: str | None = None, once: bool = False) -> None:
+    def __init__(self, config: Config, *, node: str | None = None, once: bool = False,
+                 as_service: bool = False) -> None:
+        """``as_service``: this process is the Windows service (its account owns the data folder)."""
+        from certkeeper.platform.protection import check_private_dir
+
+        if not config.settings.store.url or config.data_dir.exists():
+            check_private_dir(config.data_dir, as_service=as_service)
         self.config = config
         self.settings = config.settings.daemon
         self.node = node or self.settings.node or default_node_name()
         self.once = once
         self.stop_event = threading.Event()
+        self.notifier = Notifier(None)  # systemd's, read when run() starts
         self.state = DaemonState()
         self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
         self._create_schema_in_a_child(config)
@@ -245,10 +257,18 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------------
 
-    def run(self) -> int:
+    def stop(self) -> None:
+        """Stop after the running step, as SIGTERM does (the Windows service's stop calls this)."""
+        self.stop_event.set()
+
+    def run(self, *, handle_signals: bool = True) -> int:
+        """Run until stopped; ``handle_signals`` False when not on the main thread (the Windows
+        service runs the daemon in the SCM's ServiceMain thread and stops it with :meth:`stop`)."""
+        from certkeeper.platform.signals import stop_signals
         from certkeeper.scheduler import JobSpec, build_scheduler
 
         limit_malloc_arenas()
+        self.notifier = Notifier.from_environment()
         self.leases.acquire_instance(self.instance_lease, self.ttl, shared_store=self.shared_store, node=self.node)
         self.heartbeat()
         log.info("certkeeper %s daemon started as node %s", __version__, self.node, extra={"node": self.node})
@@ -263,6 +283,9 @@ class Daemon:
         now = self.service.clock.now()
         jitter = max(1, int(minutes * 60 / 10))
         beat = max(2.0, self.ttl.total_seconds() / 3)
+        if self.notifier.watchdog_seconds:
+            # sd_watchdog_enabled(3): ping at least every half of the interval systemd gave
+            beat = min(beat, self.notifier.watchdog_seconds / 2)
         alerts = min(30.0, minutes * 60)
         digest_hour = self.config.settings.alerts.digest_hour
         # reconcile at once; the other interval jobs first run one interval after start
@@ -285,17 +308,20 @@ class Daemon:
                 log.info("metrics and /healthz on http://%s/", self.settings.metrics_address)
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.settings.metrics_address, exc)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        signals = stop_signals() if handle_signals else []
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
         # the heartbeat keeps this node's leases alive, so it has its own thread: busy scheduler
         # workers (a slow issuance, probes, a dead SMTP server) must never delay it past the TTL
         beater = threading.Thread(target=self._beat, args=(beat,), name="heartbeat", daemon=True)
         scheduler.start()
+        self.notifier.ready(f"node {self.node}")
         beater.start()
         try:
             while not self.stop_event.wait(1.0):
                 pass
         finally:
             log.info("stopping: letting the running step finish")
+            self.notifier.stopping("letting the running step finish")
             scheduler.shutdown(wait=True)
             beater.join(timeout=beat + 5)
             if server is not None:
@@ -309,10 +335,12 @@ class Daemon:
     def _beat(self, seconds: float) -> None:
         while not self.stop_event.wait(seconds):
             self.heartbeat_job()
+            # the beat ran (its store errors are handled): alive; a hung heartbeat stops the pings
+            self.notifier.watchdog()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("received %s", signal.Signals(signum).name)
-        self.stop_event.set()
+        self.stop()
 
     def _release(self) -> None:
         for lease in (ISSUER_LEASE, self.instance_lease):
