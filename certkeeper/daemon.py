@@ -263,8 +263,21 @@ class Daemon:
 
     def run(self, *, handle_signals: bool = True) -> int:
         """Run until stopped; ``handle_signals`` False when not on the main thread (the Windows
-        service runs the daemon in the SCM's ServiceMain thread and stops it with :meth:`stop`)."""
+        service runs the daemon in the SCM's ServiceMain thread and stops it with :meth:`stop`).
+
+        The stop signals are handled from the first moment, so one that arrives while the daemon
+        starts stops it cleanly as soon as it runs (not with the default handler's kill)."""
         from certkeeper.platform.signals import stop_signals
+
+        signals = stop_signals() if handle_signals and not self.once else []
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> int:
         from certkeeper.scheduler import JobSpec, build_scheduler
 
         limit_malloc_arenas()
@@ -308,8 +321,6 @@ class Daemon:
                 log.info("metrics and /healthz on http://%s/", self.settings.metrics_address)
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.settings.metrics_address, exc)
-        signals = stop_signals() if handle_signals else []
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
         # the heartbeat keeps this node's leases alive, so it has its own thread: busy scheduler
         # workers (a slow issuance, probes, a dead SMTP server) must never delay it past the TTL
         beater = threading.Thread(target=self._beat, args=(beat,), name="heartbeat", daemon=True)
@@ -326,8 +337,6 @@ class Daemon:
             beater.join(timeout=beat + 5)
             if server is not None:
                 server.shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self._release()
             log.info("daemon stopped")
         return 0
