@@ -3,6 +3,7 @@ WindowsAcl itself driven by a recording fake of pywin32's win32security (values 
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ def test_unreadable_folder_is_a_certkeeper_error() -> None:
 
 def test_the_guard_uses_the_process_account_as_the_service_and_the_configured_one_otherwise(
         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="certkeeper.platform.protection")
     asked: list[str] = []
 
     def configured() -> str | None:

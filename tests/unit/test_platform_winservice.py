@@ -197,6 +197,7 @@ def test_a_stop_while_starting_stops_the_daemon_as_soon_as_it_exists(tmp_path: P
 
 def test_a_daemon_that_cannot_start_ends_the_service_with_an_error(tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="certkeeper.platform.winservice")
     def broken() -> Any:
         raise ConfigError("certkeeper.toml: not valid TOML")
 
@@ -334,11 +335,14 @@ def test_the_handler_reports_each_record_under_the_certkeeper_source() -> None:
     logger = logging.getLogger("certkeeper.test_eventlog")
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.INFO)  # whatever level an earlier test left on the root logger
     try:
         logger.warning("renewal of %s failed: %s", "outlook", "x" * 40_000)
+        logger.debug("not emitted: below the logger's level")
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)
     (name, (source, event_id, category, kind, strings), _kwargs), = evtlogutil.calls
     assert (name, source, event_id, category, kind) == ("ReportEvent", "certkeeper", 0x80000001, 0, 2)
     assert strings[0].startswith("certkeeper.test_eventlog: renewal of outlook failed: xxx")
