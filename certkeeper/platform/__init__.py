@@ -2,16 +2,16 @@
 
 - :mod:`.locations`: where the config file and the data folder are (one store for the service
   and the admin);
-- :mod:`.protection`: who may open the data folder (a DACL on NTFS; POSIX modes elsewhere), with
-  the Windows calls in :mod:`.ntfs`;
+- :mod:`.protection`: who may open the data folder (a DACL on NTFS; POSIX modes elsewhere), the
+  Windows calls in its :class:`~.protection.WindowsAcl`;
 - :mod:`.dpapi`: the secret key sealed to the machine with DPAPI (Windows only);
 - :mod:`.processes`: whether a process is alive;
 - :mod:`.signals`: which signals stop the daemon;
 - :mod:`.eventlog`: the Windows Event Log handler;
 - :mod:`.winservice`: the Windows service (install plan, start/stop logic), with the Service
   Control Manager glue in :mod:`.winservice_scm`;
-- :mod:`.sdnotify` and :mod:`.systemd`: the systemd side (readiness and watchdog, the unit, the
-  journal).
+- :mod:`.sdnotify`, :mod:`.systemd` and :mod:`.journal`: the systemd side (readiness and
+  watchdog, the unit, priorities on journal lines).
 
 The decisions are pure functions that take the platform (a ``sys.platform`` value) or the facts
 they need as arguments, so a Linux test runs every branch. The OS calls sit behind small seams:
