@@ -13,8 +13,11 @@ goes through :func:`atomic_write`, which keeps a key from ever becoming readable
 - the temp file (``.<name>.<random>.certkeeper-tmp``) is removed if anything fails, and
   :func:`remove_stale_temps` removes those a killed process left behind.
 
-The POSIX calls (``fchmod``, ``fchown``, ``chmod``, folder ``fsync``) sit in the small ``_posix_*``
-functions at the bottom, so another platform can supply its own.
+The mode and group calls (``fchmod``, ``fchown``, ``chmod``) sit in :class:`PosixModes`, chosen
+once for this platform by :func:`modes_for`. On Windows (:class:`NtfsModes`) a POSIX mode would only
+set the read-only flag and ``os.fchmod`` does not exist before Python 3.13: there a new file is
+protected by the DACL it inherits from its folder (:mod:`certkeeper.platform.protection`), and
+groups are refused.
 """
 
 from __future__ import annotations
@@ -84,9 +87,9 @@ def _stage(path: Path, data: bytes, mode: int, group: int | None) -> str:
     """Write ``data`` to a new temp file beside ``path`` (ours, ``mode`` from the start), fsynced."""
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
-        _posix_set_mode(fd, mode)
+        MODES.set_mode(fd, mode)
         if group is not None:
-            _posix_set_group(fd, group)
+            MODES.set_group(fd, group)
         with os.fdopen(fd, "wb", closefd=True) as handle:
             fd = -1
             handle.write(data)
@@ -133,9 +136,9 @@ def make_dirs(folder: Path, mode: int = 0o700, *, group: int | None = None) -> N
             if not created.is_dir():
                 raise
             continue  # made by someone else meanwhile: theirs, not ours to change
-        _posix_chmod(created, mode)
+        MODES.chmod_dir(created, mode)
         if group is not None:
-            _posix_chown_group(created, group)
+            MODES.chown_group(created, group)
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
@@ -172,24 +175,49 @@ def _glob_escape(name: str) -> str:
     return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
-# -- POSIX ------------------------------------------------------------------------------------
+# -- modes and groups, per platform ------------------------------------------------------------
 
 
-def _posix_set_mode(fd: int, mode: int) -> None:
-    os.fchmod(fd, mode)
+class PosixModes:
+    """Permission bits and group ownership, the POSIX way."""
+
+    def set_mode(self, fd: int, mode: int) -> None:
+        if sys.platform == "win32":  # never chosen there (see modes_for)
+            raise OSError(errno.ENOTSUP, "POSIX modes")
+        os.fchmod(fd, mode)
+
+    def set_group(self, fd: int, group: int) -> None:
+        if sys.platform == "win32":
+            raise OSError(errno.ENOTSUP, "file groups are a POSIX feature")
+        os.fchown(fd, -1, group)
+
+    def chmod_dir(self, path: Path, mode: int) -> None:
+        os.chmod(path, mode)
+
+    def chown_group(self, path: Path, group: int) -> None:
+        if sys.platform == "win32":
+            raise OSError(errno.ENOTSUP, "file groups are a POSIX feature")
+        os.chown(path, -1, group)
 
 
-def _posix_set_group(fd: int, group: int) -> None:
-    if sys.platform == "win32":
-        raise OSError(errno.ENOTSUP, "file groups are a POSIX feature")
-    os.fchown(fd, -1, group)
+class NtfsModes:
+    """Windows: nothing to set; the folder's inherited DACL protects a new file. Groups are refused."""
+
+    def set_mode(self, fd: int, mode: int) -> None:
+        return None
+
+    def set_group(self, fd: int, group: int) -> None:
+        raise OSError(errno.ENOTSUP, "file groups are a POSIX feature (on Windows the folder's permissions apply)")
+
+    def chmod_dir(self, path: Path, mode: int) -> None:
+        return None
+
+    def chown_group(self, path: Path, group: int) -> None:
+        raise OSError(errno.ENOTSUP, "file groups are a POSIX feature (on Windows the folder's permissions apply)")
 
 
-def _posix_chmod(path: Path, mode: int) -> None:
-    os.chmod(path, mode)
+def modes_for(platform: str) -> PosixModes | NtfsModes:
+    return NtfsModes() if platform == "win32" else PosixModes()
 
 
-def _posix_chown_group(path: Path, group: int) -> None:
-    if sys.platform == "win32":
-        raise OSError(errno.ENOTSUP, "file groups are a POSIX feature")
-    os.chown(path, -1, group)
+MODES = modes_for(sys.platform)

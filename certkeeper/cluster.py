@@ -11,7 +11,7 @@ One module owns the coordination rules of a CAS array (and of a CLI run beside t
 - *heartbeats* and :func:`node_alive`: a node whose heartbeat is older than
   :data:`DEAD_AFTER_TTLS` lease TTLs is down (the rollout gate and ``status --nodes`` use it).
 
-The store rows are :mod:`certkeeper.store.leases`; the process check is :mod:`certkeeper.processes`.
+The store rows are :mod:`certkeeper.store.leases`; the process check is :mod:`certkeeper.platform.processes`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from certkeeper.errors import ConcurrencyError, StoreConflict
-from certkeeper.processes import pid_alive
+from certkeeper.platform.processes import pid_alive
 from certkeeper.store import leases
 from certkeeper.store.unit import Store
 

@@ -1,7 +1,9 @@
 """``certkeeper.toml`` -> validated, frozen settings. Every setting has a default.
 
-Where the file is: ``--config``, then ``$CERTKEEPER_CONFIG``, then ``certkeeper.toml`` in the
-platform config folder. Errors name the key path (``certificates[0].names[2]: ...``).
+Where the file is: ``--config``, then ``$CERTKEEPER_CONFIG``, then the default location
+(:mod:`certkeeper.platform.locations`: ``%ProgramData%\\certkeeper`` on Windows,
+``/etc/certkeeper`` as root on Linux, the per-user folder otherwise). Errors name the key path
+(``certificates[0].names[2]: ...``).
 Plugin tables (``[issuers.X]``, ``[notifiers.X]``, ``[[certificates.bindings]]``) are checked here
 for their ``type`` only; each plugin's ``from_options`` validates the rest and its errors are
 prefixed with the table's path.
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from certkeeper.errors import ConfigError
 from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
+from certkeeper.platform.locations import Resolved
 
 APP_NAME = "certkeeper"
 CONFIG_ENV = "CERTKEEPER_CONFIG"
@@ -33,18 +36,17 @@ DEFAULT_ISSUER = "internal"
 
 
 def default_config_path() -> Path:
-    import platformdirs
+    """``$CERTKEEPER_CONFIG``, else the platform's config file."""
+    from certkeeper.platform import locations
 
-    return platformdirs.user_config_path(APP_NAME, appauthor=False) / "certkeeper.toml"
+    return locations.current().config_file
 
 
 def default_data_dir() -> Path:
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    import platformdirs
+    """``$CERTKEEPER_DATA_DIR``, else the platform's data folder."""
+    from certkeeper.platform import locations
 
-    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+    return locations.current().data_dir
 
 
 class _Strict(BaseModel):
@@ -64,6 +66,9 @@ class _Plugin(BaseModel):
 class StoreSettings(_Strict):
     url: str | None = None
     secret_key_file: Path | None = None
+    #: "file": the keys as text (mode 0600; on Windows the data folder's DACL); "dpapi" (Windows
+    #: only): sealed with DPAPI for this machine as well
+    secret_key_protection: Literal["file", "dpapi"] = "file"  # noqa: S105 - a protection, not a secret
     #: revisions expired (or failed) longer ago than this are deleted with their sealed keys;
     #: the current revision and what a node last served are always kept; 0 keeps everything
     revision_retention_days: float = Field(default=90, ge=0, le=36500)
@@ -150,6 +155,9 @@ class Config:
     settings: Settings
     path: Path | None
     data_dir: Path
+    #: where the config file was looked for (it may not exist) and the data folder chosen, and why
+    #: (``certkeeper status`` shows them); None for a config built from a mapping
+    locations: Resolved | None = None
 
     @property
     def store_url(self) -> str:
@@ -204,14 +212,17 @@ def _validation_message(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def parse(data: Mapping[str, Any], *, path: Path | None = None, data_dir: Path | None = None) -> Config:
+def parse(data: Mapping[str, Any], *, path: Path | None = None, data_dir: Path | None = None,
+          locations: Resolved | None = None) -> Config:
     """Validate a parsed TOML document."""
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
         raise ConfigError(where + _validation_message(exc)) from None
-    return Config(settings=settings, path=path, data_dir=data_dir or default_data_dir())
+    if data_dir is None:
+        data_dir = locations.data_dir if locations is not None else default_data_dir()
+    return Config(settings=settings, path=path, data_dir=data_dir, locations=locations)
 
 
 def validate_options(model: type[BaseModel], options: Mapping[str, Any], where: str) -> Any:
@@ -222,15 +233,20 @@ def validate_options(model: type[BaseModel], options: Mapping[str, Any], where: 
         raise ConfigError(_validation_message(exc, prefix=where)) from None
 
 
-def load(path: Path | str | None = None) -> Config:
-    """Find and load the config; no file at the default place means all defaults."""
-    env = os.environ.get(CONFIG_ENV)
-    config_path = Path(path) if path else Path(env) if env else default_config_path()
+def load(path: Path | str | None = None, *, found: Resolved | None = None) -> Config:
+    """Find and load the config; no file at the default place means all defaults.
+
+    ``found`` gives the locations to use instead of this process's (the systemd unit is written
+    for the machine's locations whoever asks for it)."""
+    from certkeeper.platform import locations
+
+    found = found or locations.current(path or None)
+    config_path = found.config_file
     if not config_path.exists():
         if path:
             raise ConfigError(f"config file {config_path} does not exist")
         # $CERTKEEPER_CONFIG or the platform path may name a file not written yet (certkeeper init)
-        return parse({}, path=None)
+        return parse({}, path=None, locations=found)
     try:
         with config_path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -243,4 +259,4 @@ def load(path: Path | str | None = None) -> Config:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {config_path}: {exc.strerror}") from None
-    return parse(data, path=config_path)
+    return parse(data, path=config_path, locations=found)

@@ -3,8 +3,12 @@
 It refuses to start on a store that is not at the migration head, or when another daemon already
 holds the store (SQLite) or this node's name (PostgreSQL). One daemon at a time holds the "issuer"
 lease and orders certificates; every daemon deploys and verifies its own node's bindings.
-SIGTERM/SIGINT let the running step finish, then exit 0. The coordination rules are
-:mod:`certkeeper.cluster`'s; this module wires them to signals, jobs and the metrics endpoint.
+SIGTERM/SIGINT (and CTRL_BREAK on Windows) let the running step finish, then exit 0; the Windows
+service's stop calls :meth:`Daemon.stop`, the same stop. Under systemd it reports READY=1,
+WATCHDOG=1 from the heartbeat and STOPPING=1 (:mod:`certkeeper.platform.sdnotify`). At start the
+data folder is checked, and repaired, to be private (:mod:`certkeeper.platform.protection`). The
+coordination rules are :mod:`certkeeper.cluster`'s; this module wires them to signals, jobs and
+the metrics endpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from certkeeper.clock import Clock
 from certkeeper.cluster import ISSUER_LEASE, default_node_name, instance_lease_name
 from certkeeper.config import Config
 from certkeeper.errors import CertkeeperError, ConfigError
+from certkeeper.platform.sdnotify import Notifier
 from certkeeper.service import Service
 from certkeeper.store import certificates
 from certkeeper.web.server import StatusSite
@@ -77,11 +82,22 @@ def release_memory() -> None:
 
 class Daemon:
     """One node's daemon. ``clock`` is for tests that drive the jobs in-process on a FrozenClock
-    (the scheduler itself always runs on the wall clock)."""
+    (the scheduler itself always runs on the wall clock); ``as_service``: this process is the
+    Windows service (its account owns the data folder)."""
 
     def __init__(
-        self, config: Config, *, node: str | None = None, once: bool = False, clock: Clock | None = None
+        self,
+        config: Config,
+        *,
+        node: str | None = None,
+        once: bool = False,
+        clock: Clock | None = None,
+        as_service: bool = False,
     ) -> None:
+        from certkeeper.platform.protection import check_private_dir
+
+        if not config.settings.store.url or config.data_dir.exists():
+            check_private_dir(config.data_dir, as_service=as_service)
         self.config = config
         self.settings = config.settings.daemon
         self.node = node or self.settings.node or default_node_name()
@@ -90,6 +106,7 @@ class Daemon:
         if serving:
             self._refuse_an_open_page_beyond_loopback()
         self.stop_event = threading.Event()
+        self.notifier = Notifier(None)  # systemd's, read when run() starts
         self.state = DaemonState()
         self.ttl = timedelta(seconds=self.settings.lease_ttl_seconds)
         self._create_schema_in_a_child(config)
@@ -126,11 +143,11 @@ class Daemon:
         """
         import subprocess
 
-        from certkeeper.atomicfile import make_dirs
+        from certkeeper.platform.protection import make_private_dir
         from certkeeper.store import db
 
         if not config.settings.store.url:
-            make_dirs(config.data_dir, 0o700)
+            make_private_dir(config.data_dir)
         engine = db.make_engine(config.store_url)
         try:
             if db.current_revision(engine) is not None or db.has_tables(engine):
@@ -271,10 +288,31 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------------
 
-    def run(self) -> int:
+    def stop(self) -> None:
+        """Stop after the running step, as SIGTERM does (the Windows service's stop calls this)."""
+        self.stop_event.set()
+
+    def run(self, *, handle_signals: bool = True) -> int:
+        """Run until stopped; ``handle_signals`` False when not on the main thread (the Windows
+        service runs the daemon in the SCM's ServiceMain thread and stops it with :meth:`stop`).
+
+        The stop signals are handled from the first moment, so one that arrives while the daemon
+        starts stops it cleanly as soon as it runs (not with the default handler's kill)."""
+        from certkeeper.platform.signals import stop_signals
+
+        signals = stop_signals() if handle_signals and not self.once else []
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> int:
         from certkeeper.scheduler import JobSpec, build_scheduler
 
         limit_malloc_arenas()
+        self.notifier = Notifier.from_environment()
         self.leases.acquire_instance(self.instance_lease, self.ttl, shared_store=self.shared_store, node=self.node)
         self.heartbeat()
         log.info("certkeeper %s daemon started as node %s", __version__, self.node, extra={"node": self.node})
@@ -289,6 +327,9 @@ class Daemon:
         now = self.service.clock.now()
         jitter = max(1, int(minutes * 60 / 10))
         beat = max(2.0, self.ttl.total_seconds() / 3)
+        if self.notifier.watchdog_seconds:
+            # sd_watchdog_enabled(3): ping at least every half of the interval systemd gave
+            beat = min(beat, self.notifier.watchdog_seconds / 2)
         alerts = min(30.0, minutes * 60)
         digest_hour = self.config.settings.alerts.digest_hour
         # reconcile at once; the other interval jobs first run one interval after start
@@ -312,23 +353,22 @@ class Daemon:
                          self.settings.metrics_address)
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.settings.metrics_address, exc)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         # the heartbeat keeps this node's leases alive, so it has its own thread: busy scheduler
         # workers (a slow issuance, probes, a dead SMTP server) must never delay it past the TTL
         beater = threading.Thread(target=self._beat, args=(beat,), name="heartbeat", daemon=True)
         scheduler.start()
+        self.notifier.ready(f"node {self.node}")
         beater.start()
         try:
             while not self.stop_event.wait(1.0):
                 pass
         finally:
             log.info("stopping: letting the running step finish")
+            self.notifier.stopping("letting the running step finish")
             scheduler.shutdown(wait=True)
             beater.join(timeout=beat + 5)
             if server is not None:
                 server.shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self._release()
             log.info("daemon stopped")
         return 0
@@ -336,10 +376,12 @@ class Daemon:
     def _beat(self, seconds: float) -> None:
         while not self.stop_event.wait(seconds):
             self.heartbeat_job()
+            # the beat ran (its store errors are handled): alive; a hung heartbeat stops the pings
+            self.notifier.watchdog()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("received %s", signal.Signals(signum).name)
-        self.stop_event.set()
+        self.stop()
 
     def _release(self) -> None:
         for lease in (ISSUER_LEASE, self.instance_lease):

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 # Defence in depth: code never logs secrets, and this filter masks anything that looks like one.
@@ -50,15 +51,62 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
-def setup_logging(level: int = logging.INFO, *, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
-    if json_lines:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+class JournalFormatter(logging.Formatter):
+    """Wraps a formatter: every line gets the record's syslog priority (``<3>`` for errors), which
+    the journal reads and strips, so ``journalctl -p err`` filters (sd-daemon(3))."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        from certkeeper.platform.journal import with_priority
+
+        return with_priority(self.inner.format(record), record.levelno)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _formatter(json_lines: bool) -> logging.Formatter:
+    return JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT)
+
+
+def setup_logging(level: int = logging.INFO, *, json_lines: bool = False, stderr: bool = True,
+                  log_file: Path | None = None, event_log: bool = False) -> None:
+    """Log to stderr (with syslog priorities when it is the journal), and optionally to a rotating
+    ``log_file`` and the Windows Event Log (the Windows service uses both)."""
+    handlers: list[logging.Handler] = []
+    if stderr:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        formatter = _formatter(json_lines)
+        if sys.platform != "win32":
+            from certkeeper.platform.journal import stderr_is_journal
+
+            if stderr_is_journal():
+                formatter = JournalFormatter(formatter)
+        handler.setFormatter(formatter)
+        handlers.append(handler)
+    if log_file is not None:
+        from logging.handlers import RotatingFileHandler
+
+        from certkeeper.platform.protection import make_private_dir
+
+        make_private_dir(log_file.parent)
+        handler = RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
+        handler.setFormatter(_formatter(json_lines))
+        handlers.append(handler)
+    if event_log:
+        from certkeeper.platform.eventlog import EventLogHandler
+
+        handler = EventLogHandler()
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handlers.append(handler)
+    for handler in handlers:
+        handler.addFilter(RedactingFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
     # protocol chatter from libraries stays at WARNING unless --debug
     for noisy in ("urllib3", "acme", "alembic", "apscheduler", "sqlalchemy"):

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from certkeeper.cluster import Holder, node_alive
-from certkeeper.config import Settings
+from certkeeper.config import Config, Settings
 from certkeeper.errors import NotFound
 from certkeeper.lifecycle.health import health
 from certkeeper.outbox import Outbox
@@ -18,6 +18,32 @@ from certkeeper.store import certificates, deployments, events, leases, revision
 from certkeeper.store.facts import certificate_facts
 from certkeeper.store.schema import DeploymentRow
 from certkeeper.store.unit import Store
+
+
+def installation(config: Config) -> dict[str, Any]:
+    """Which config file and store this command uses, and why those (``certkeeper status``): so an
+    admin sees at once whether the shell and the service open the same store."""
+    from certkeeper.store.db import redact_url, sqlite_path
+
+    found = config.locations
+    config_file = config.path or (found.config_file if found else None)
+    url = config.store_url
+    database = sqlite_path(url)
+    return {
+        "config": {
+            "path": str(config_file) if config_file else None,
+            "exists": config.path is not None,
+            "from": found.config_from if found else None,
+        },
+        "store": {
+            "url": redact_url(url),
+            "data_dir": str(config.data_dir),
+            "data_dir_from": found.data_from if found else None,
+            "path": str(database) if database else None,
+            # a server database (PostgreSQL) is not asked here: None
+            "exists": database.exists() if database else None,
+        },
+    }
 
 
 def _in_config(source: str) -> bool:

@@ -21,8 +21,10 @@ a killed write leaves (it holds a key) is removed by the next deploy.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -73,6 +75,8 @@ class RuntimeApi:
         if self.address.startswith("tcp:") or (":" in self.address and not self.address.startswith("/")):
             host, _, port = self.address.removeprefix("tcp:").rpartition(":")
             return socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
+        if sys.platform == "win32":  # Python on Windows has no AF_UNIX sockets
+            raise OSError(errno.EAFNOSUPPORT, "a unix socket path needs Linux; use tcp:host:port")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("certkeeper.cli.status", "status", "Health, next renewal, failures, alerts, served state."),
     "deploy": ("certkeeper.cli.deploy", "deploy", "Deploy the current revision and verify; --dry-run shows it."),
     "daemon": ("certkeeper.cli.daemon", "daemon", "Run the renewal daemon in the foreground."),
+    "service": ("certkeeper.cli.service", "service", "Windows service: install, uninstall, start, stop, status."),
     "ca": ("certkeeper.cli.ca", "ca", "The built-in CA: init, export the root."),
     "account": ("certkeeper.cli.account", "account", "ACME accounts: register, show, deactivate."),
     "notify": ("certkeeper.cli.notify", "notify", "Alerts: send a test message."),

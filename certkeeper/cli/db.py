@@ -106,21 +106,22 @@ def rotate(ctx: click.Context) -> None:
     import os
 
     from certkeeper.errors import SecretKeyError
-    from certkeeper.sealing import Sealer, generate_key, read_key_file, write_key_file
+    from certkeeper.sealing import KeyFile, Sealer, generate_key
     from certkeeper.service import Service
 
     config = load_config(ctx)
+    key_file = KeyFile.of(config)
     service = Service.open(config, create=False)
     old_keys = service.store.sealer.keys
     new_key = generate_key()
     from_env = bool(os.environ.get("CERTKEEPER_SECRET_KEY"))
     if not from_env:
-        if read_key_file(config.secret_key_file) != old_keys:
+        if key_file.read() != old_keys:
             raise SecretKeyError(f"{config.secret_key_file} changed while rotating; nothing done")
-        write_key_file(config.secret_key_file, [new_key, *old_keys])
+        key_file.write([new_key, *old_keys])
     count = service.inventory.reseal(Sealer([new_key, *old_keys]))
     if not from_env:
-        write_key_file(config.secret_key_file, [new_key])
+        key_file.write([new_key])
     out = console()
     out.print(f"Re-encrypted {count} stored secrets under a new key.")
     if from_env:

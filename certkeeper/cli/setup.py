@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from certkeeper.cli.common import console
@@ -65,15 +63,16 @@ def init(ctx: click.Context, force: bool) -> None:
     """Write a commented example config, create the data dir and secret key, migrate the store."""
     from certkeeper import config as config_module
     from certkeeper.atomicfile import atomic_write
+    from certkeeper.platform import locations
+    from certkeeper.platform.protection import make_private_dir
     from certkeeper.service import Service
 
     obj = ctx.find_root().obj or {}
-    import os
-
-    explicit = obj.get("config_path") or os.environ.get(config_module.CONFIG_ENV)
-    path = Path(explicit) if explicit else config_module.default_config_path()
-    data_dir = config_module.default_data_dir()
+    found = locations.current(obj.get("config_path") or None)
+    path, data_dir = found.config_file, found.data_dir
     out = console()
+    # the data folder first: on Windows the config lives in it and inherits its protection
+    make_private_dir(data_dir)
     if path.exists() and not force:
         out.print(f"Config {path} exists; keeping it (--force overwrites).")
     else:

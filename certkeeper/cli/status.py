@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from certkeeper.cli.common import console, days_left, fmt_time, open_service, print_json
+from certkeeper.cli.common import console, days_left, fmt_time, load_config, open_service, print_json
 
 if TYPE_CHECKING:
     from certkeeper.service import Service
@@ -19,20 +19,29 @@ if TYPE_CHECKING:
               help="Write the status page (the daemon's /) as one self-contained HTML file; - for stdout.")
 @click.pass_context
 def status(ctx: click.Context, nodes: bool, as_json: bool, html_file: str | None) -> None:
-    """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts."""
-    from certkeeper.reports import node_matrix, status_report
+    """Every certificate's health and reason, next renewal, last failure, what is served, pending alerts.
+
+    First, which config file and store are in use. A store that does not exist yet is reported as
+    such and not created (a shell that resolves another store than the service sees it here)."""
+    from certkeeper.reports import installation, node_matrix, status_report
 
     if html_file is not None and (nodes or as_json):
         raise click.UsageError("--html writes the whole page (nodes included); it cannot be combined with "
                                "--nodes or --json")
+    where = installation(load_config(ctx))
+    if where["store"]["exists"] is False:
+        _no_store(where, nodes=nodes, as_json=as_json)
+        return
     service = open_service(ctx, read_only=True)
     if html_file is not None:
         _write_html(service, html_file)
         return
+    if not as_json:
+        _print_where(where)
     if nodes:
         matrix = node_matrix(service.store, service.clock.now(), service.config.settings)
         if as_json:
-            print_json(matrix)
+            print_json(where | matrix)
             return
         from rich.table import Table
 
@@ -55,7 +64,7 @@ def status(ctx: click.Context, nodes: bool, as_json: bool, html_file: str | None
         return
     report = status_report(service.store, service.clock.now())
     if as_json:
-        print_json(report)
+        print_json(where | report)
         return
     out = console()
     now = service.clock.now()
@@ -106,3 +115,24 @@ def _write_html(service: Service, target: str) -> None:
         raise CertkeeperError(f"cannot write {path}: {exc.strerror}") from None
     console(stderr=True).print(f"Wrote the status page to {path} ({len(report['status']['certificates'])} "
                                "certificates)")
+
+
+def _print_where(where: dict[str, Any]) -> None:
+    config, store = where["config"], where["store"]
+    out = console()
+    found = "" if config["exists"] else " (not found: defaults in use)"
+    out.print(f"Config: {config['path'] or '-'}{found} [{config['from'] or '-'}]")
+    out.print(f"Store: {store['url']} [data folder {store['data_dir']}: {store['data_dir_from'] or '-'}]")
+
+
+def _no_store(where: dict[str, Any], *, nodes: bool, as_json: bool) -> None:
+    """The store does not exist: say where it was looked for, create nothing."""
+    if as_json:
+        empty: dict[str, Any] = {"nodes": [], "rows": []} if nodes else {
+            "certificates": [], "pending_alerts": 0, "failed_alerts": 0}
+        print_json(where | empty)
+        return
+    _print_where(where)
+    console().print(f"No store at {where['store']['path']} yet: `certkeeper init` or `certkeeper issue` creates it. "
+                    "If the service uses another one, give this shell the same --config or $CERTKEEPER_CONFIG "
+                    "and $CERTKEEPER_DATA_DIR.")

@@ -71,13 +71,13 @@ class Service:
         ``read_only`` is for commands that only read (``list``, ``show``, ``status``, ``export``):
         when the disk is full or read-only they open the SQLite store read-only instead of failing.
         """
-        from certkeeper.atomicfile import make_dirs
-        from certkeeper.sealing import load_sealer
+        from certkeeper.platform.protection import make_private_dir
+        from certkeeper.sealing import KeyFile, load_sealer
         from certkeeper.store import db
 
         if create and not config.settings.store.url:
-            make_dirs(config.data_dir, 0o700)
-        sealer = load_sealer(config.secret_key_file, create=create)
+            make_private_dir(config.data_dir)
+        sealer = load_sealer(KeyFile.of(config), create=create)
         busy = config.settings.store.busy_timeout_seconds
         engine = db.make_engine(config.store_url, busy_timeout=busy)
         try:

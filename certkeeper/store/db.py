@@ -46,6 +46,17 @@ def redact_url(url: str) -> str:
         return "<invalid database URL>"
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
 def make_engine(url: str, *, immutable: bool = False, busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> Engine:
     """Create an engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
 

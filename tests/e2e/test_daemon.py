@@ -148,3 +148,36 @@ def test_daemon_renews_alerts_catches_up_once_and_stops_cleanly(
     # the lease is released: a new daemon may start at once
     again = run_cli("daemon", "--once", env=env, timeout=60)
     assert "another certkeeper daemon" not in again.stderr
+
+
+def test_under_systemd_the_daemon_says_ready_then_alive_then_stopping(tmp_path: Path) -> None:
+    """Type=notify as systemd runs it: $NOTIFY_SOCKET names a datagram socket (here ours),
+    $WATCHDOG_USEC the watchdog interval; READY=1 after the start, WATCHDOG=1 from the heartbeat
+    (at least every half interval), STOPPING=1 on SIGTERM, exit 0."""
+    import socket
+
+    home = tmp_path
+    (home / "certkeeper.toml").write_text(to_toml({"daemon": {"metrics_address": f"127.0.0.1:{free_port()}"}}))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(home / "notify.sock"))
+    sock.settimeout(60)
+    env = certkeeper_env(CERTKEEPER_DATA_DIR=home / "data", CERTKEEPER_CONFIG=home / "certkeeper.toml",
+                         NOTIFY_SOCKET=home / "notify.sock", WATCHDOG_USEC="2000000")
+    daemon = start_certkeeper("daemon", env=env, log=home / "daemon.log")
+    try:
+        ready = sock.recv(4096)
+        assert ready.split(b"\n")[0] == b"READY=1", ready
+        started = time.monotonic()
+        assert sock.recv(4096) == b"WATCHDOG=1"
+        assert sock.recv(4096) == b"WATCHDOG=1"
+        assert time.monotonic() - started < 4  # every second: half of the 2 s interval
+        daemon.send_signal(signal.SIGTERM)
+        messages = []
+        while not messages or not messages[-1].startswith(b"STOPPING=1"):
+            messages.append(sock.recv(4096))
+        assert set(messages[:-1]) <= {b"WATCHDOG=1"}, messages
+        assert stop_process(daemon, terminate=False) == 0, (home / "daemon.log").read_text()[-2000:]
+    finally:
+        if daemon.poll() is None:
+            stop_process(daemon)
+        sock.close()

@@ -17,6 +17,7 @@ from certkeeper.atomicfile import (
     atomic_write,
     atomic_write_all,
     make_dirs,
+    modes_for,
     remove_stale_temps,
 )
 
@@ -128,3 +129,32 @@ def test_stale_temp_files_of_a_path_are_removed_and_only_those(tmp_path: Path) -
     assert sorted(remove_stale_temps(target)) == sorted(stale)
     assert all(not path.exists() for path in stale) and all(path.exists() for path in others)
     assert remove_stale_temps(tmp_path / "missing" / "key.pem") == []
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
+def test_modes_per_platform_posix_applies_them_windows_leaves_them_to_the_folder(tmp_path: Path, platform: str) -> None:
+    """On Windows a mode would only set the read-only flag (and os.fchmod is missing before Python
+    3.13): the folder's inherited DACL protects the file, so nothing is set and groups are refused."""
+    modes = modes_for(platform)
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    os.chmod(path, 0o644)
+    folder = tmp_path / "d"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        modes.set_mode(fd, 0o600)
+        if platform == "win32":
+            with pytest.raises(OSError, match="POSIX"):
+                modes.set_group(fd, os.getgid())
+        else:
+            modes.set_group(fd, os.getgid())
+    finally:
+        os.close(fd)
+    modes.chmod_dir(folder, 0o700)
+    expected = (0o644, 0o755) if platform == "win32" else (0o600, 0o700)
+    assert (mode_of(path), mode_of(folder)) == expected
+    if platform == "win32":
+        with pytest.raises(OSError, match="POSIX"):
+            modes.chown_group(folder, os.getgid())
