@@ -121,8 +121,10 @@ def _print_where(where: dict[str, Any]) -> None:
     config, store = where["config"], where["store"]
     out = console()
     found = "" if config["exists"] else " (not found: defaults in use)"
-    out.print(f"Config: {config['path'] or '-'}{found} [{config['from'] or '-'}]")
-    out.print(f"Store: {store['url']} [data folder {store['data_dir']}: {store['data_dir_from'] or '-'}]")
+    # plain text: paths and "[...]" must not be read as rich markup
+    out.print(f"Config: {config['path'] or '-'}{found} [{config['from'] or '-'}]", markup=False, highlight=False)
+    out.print(f"Store: {store['url']} [data folder {store['data_dir']}: {store['data_dir_from'] or '-'}]",
+              markup=False, highlight=False)
 
 
 def _no_store(where: dict[str, Any], *, nodes: bool, as_json: bool) -> None:

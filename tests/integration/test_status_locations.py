@@ -39,7 +39,8 @@ def test_status_names_config_and_store_and_creates_no_store(ck, home: Path) -> N
     assert after["config"]["exists"] is True and after["store"]["exists"] is True
     assert [cert["id"] for cert in after["certificates"]] == ["mail.contoso.com"]
     text = ck("status").out
-    assert text.startswith(f"Config: {home / 'certkeeper.toml'} [$CERTKEEPER_CONFIG]\nStore: sqlite:///{db}")
+    assert text.startswith(f"Config: {home / 'certkeeper.toml'} [$CERTKEEPER_CONFIG]\nStore: sqlite:///{db} "
+                           f"[data folder {home / 'data'}: $CERTKEEPER_DATA_DIR]\n")
 
 
 def test_status_hides_the_store_password(ck, home: Path) -> None:
