@@ -77,6 +77,10 @@ class Service:
 
         if create and not config.settings.store.url:
             make_dirs(config.data_dir, 0o700)
+        if config.data_dir.is_dir():
+            from certkeeper.hostnames import suffixes
+
+            suffixes.cache_in(config.data_dir)  # the Public Suffix List, parsed once per list
         sealer = load_sealer(config.secret_key_file, create=create)
         busy = config.settings.store.busy_timeout_seconds
         engine = db.make_engine(config.store_url, busy_timeout=busy)
