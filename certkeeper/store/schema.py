@@ -1,7 +1,8 @@
-"""The database schema (SQLAlchemy 2 typed ORM). Facts only: health and status are derived.
+"""The ORM classes (SQLAlchemy 2 typed ORM), mapped onto the Core tables of :mod:`.tables`.
 
-Every change here needs an Alembic revision in ``migrations/versions`` (the test suite runs
-``alembic check`` to prove the two agree).
+Commands that write go through these classes; the tables themselves, their columns, types,
+defaults and constraints, are defined once, in :mod:`.tables` (what Alembic compares with the
+migrations).
 """
 
 from __future__ import annotations
@@ -9,63 +10,56 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Text,
-    UniqueConstraint,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
 
-from certkeeper.store.types import UTCDateTime
+from certkeeper.store import tables
+from certkeeper.store.tables import NAMING_CONVENTION
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "CertificateRow",
+    "DeploymentRow",
+    "EventRow",
+    "IssuerStateRow",
+    "LeaseRow",
+    "NodeRow",
+    "OutboxRow",
+    "RevisionRow",
+    "SecretRow",
+]
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
-
+    metadata = tables.metadata
 
 class CertificateRow(Base):
     """A certificate under management: what it should be (the spec) and its retry state."""
 
-    __tablename__ = "certificates"
+    __table__ = tables.certificates
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    names: Mapped[list[Any]] = mapped_column(JSON)
-    issuer: Mapped[str] = mapped_column(String(64))
-    key_type: Mapped[str] = mapped_column(String(16))
-    renew_before_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
-    bindings: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    id: Mapped[str]
+    names: Mapped[list[Any]]
+    issuer: Mapped[str]
+    key_type: Mapped[str]
+    renew_before_seconds: Mapped[int | None]
+    bindings: Mapped[list[Any]]
+    options: Mapped[dict[str, Any]]
     #: "config" (declared in certkeeper.toml), "cli" (certkeeper issue), "import"
-    source: Mapped[str] = mapped_column(String(16), default="cli")
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str]
+    enabled: Mapped[bool]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # failure and backoff facts (the next attempt is stored so a restart keeps waiting)
-    failure_count: Mapped[int] = mapped_column(Integer, default=0)
-    last_failure_at: Mapped[datetime | None] = mapped_column(default=None)
-    last_failure_message: Mapped[str | None] = mapped_column(Text, default=None)
+    failure_count: Mapped[int]
+    last_failure_at: Mapped[datetime | None]
+    last_failure_message: Mapped[str | None]
     #: set when the CA refused in a way retrying cannot fix; cleared by an operator's --force
-    rejected: Mapped[bool] = mapped_column(Boolean, default=False)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    rejected: Mapped[bool]
+    next_attempt_at: Mapped[datetime | None]
     # row lease: keeps two issuances of the same certificate from overlapping
-    lease_holder: Mapped[str | None] = mapped_column(String(128), default=None)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_holder: Mapped[str | None]
+    lease_expires_at: Mapped[datetime | None]
 
     revisions: Mapped[list[RevisionRow]] = relationship(
         back_populates="certificate", cascade="all, delete-orphan", order_by="RevisionRow.number"
@@ -75,42 +69,41 @@ class CertificateRow(Base):
 class RevisionRow(Base):
     """One issuance attempt of a certificate: pending, issued or failed."""
 
-    __tablename__ = "revisions"
-    __table_args__ = (UniqueConstraint("certificate_id", "number"),)
+    __table__ = tables.revisions
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    certificate_id: Mapped[str] = mapped_column(ForeignKey("certificates.id", ondelete="CASCADE"), index=True)
-    number: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    id: Mapped[int]
+    certificate_id: Mapped[str]
+    number: Mapped[int]
+    state: Mapped[str]
     #: "issued" (by an issuer) or "imported"
-    origin: Mapped[str] = mapped_column(String(16), default="issued")
-    issuer: Mapped[str] = mapped_column(String(64))
-    names: Mapped[list[Any]] = mapped_column(JSON)
-    key_type: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str]
+    issuer: Mapped[str]
+    names: Mapped[list[Any]]
+    key_type: Mapped[str]
     #: Fernet token of the PKCS#8 private key; never stored in clear
-    key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
-    csr_pem: Mapped[str | None] = mapped_column(Text, default=None)
-    cert_pem: Mapped[str | None] = mapped_column(Text, default=None)
-    chain_pem: Mapped[str | None] = mapped_column(Text, default=None)
-    serial: Mapped[str | None] = mapped_column(String(64), default=None)
-    fingerprint_sha256: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
-    thumbprint_sha1: Mapped[str | None] = mapped_column(String(40), default=None)
-    not_before: Mapped[datetime | None] = mapped_column(default=None)
-    not_after: Mapped[datetime | None] = mapped_column(default=None)
+    key_encrypted: Mapped[bytes]
+    csr_pem: Mapped[str | None]
+    cert_pem: Mapped[str | None]
+    chain_pem: Mapped[str | None]
+    serial: Mapped[str | None]
+    fingerprint_sha256: Mapped[str | None]
+    thumbprint_sha1: Mapped[str | None]
+    not_before: Mapped[datetime | None]
+    not_after: Mapped[datetime | None]
     #: computed once when issued (jitter never redrawn); replaced only by a new ARI window
-    renewal_time: Mapped[datetime | None] = mapped_column(default=None)
-    ari_window_start: Mapped[datetime | None] = mapped_column(default=None)
-    ari_window_end: Mapped[datetime | None] = mapped_column(default=None)
-    ari_explanation_url: Mapped[str | None] = mapped_column(Text, default=None)
-    ari_next_check_at: Mapped[datetime | None] = mapped_column(default=None)
+    renewal_time: Mapped[datetime | None]
+    ari_window_start: Mapped[datetime | None]
+    ari_window_end: Mapped[datetime | None]
+    ari_explanation_url: Mapped[str | None]
+    ari_next_check_at: Mapped[datetime | None]
     #: in-flight request state saved by the issuer (ACME order URL, AD CS request ID)
-    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    replaces_revision_id: Mapped[int | None] = mapped_column(Integer, default=None)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
+    checkpoint: Mapped[dict[str, Any] | None]
+    replaces_revision_id: Mapped[int | None]
+    error: Mapped[str | None]
     requested_at: Mapped[datetime]
-    issued_at: Mapped[datetime | None] = mapped_column(default=None)
-    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
-    revocation_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    issued_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revocation_reason: Mapped[str | None]
 
     certificate: Mapped[CertificateRow] = relationship(back_populates="revisions")
 
@@ -118,98 +111,93 @@ class RevisionRow(Base):
 class DeploymentRow(Base):
     """A revision on one binding target on one node: what was deployed and what is served."""
 
-    __tablename__ = "deployments"
-    __table_args__ = (UniqueConstraint("revision_id", "binding", "node"),)
+    __table__ = tables.deployments
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    certificate_id: Mapped[str] = mapped_column(ForeignKey("certificates.id", ondelete="CASCADE"), index=True)
-    revision_id: Mapped[int] = mapped_column(ForeignKey("revisions.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int]
+    certificate_id: Mapped[str]
+    revision_id: Mapped[int]
     #: the binding's key within the certificate (its ``name`` or ``type#index``)
-    binding: Mapped[str] = mapped_column(String(128))
+    binding: Mapped[str]
     #: the node that deployed it ("" for a single-node install)
-    node: Mapped[str] = mapped_column(String(128), default="")
+    node: Mapped[str]
     #: a :class:`certkeeper.model.DeploymentState`
-    state: Mapped[str] = mapped_column(String(16))
-    served_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
-    verified_at: Mapped[datetime | None] = mapped_column(default=None)
-    deployed_at: Mapped[datetime | None] = mapped_column(default=None)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
+    state: Mapped[str]
+    served_fingerprint: Mapped[str | None]
+    verified_at: Mapped[datetime | None]
+    deployed_at: Mapped[datetime | None]
+    attempts: Mapped[int]
+    next_attempt_at: Mapped[datetime | None]
+    error: Mapped[str | None]
     #: binder facts, e.g. the thumbprint certkeeper installed into Exchange
-    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    details: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
 
 
 class IssuerStateRow(Base):
     """Issuer material (built-in CA keys and certificates, ACME accounts), encrypted."""
 
-    __tablename__ = "issuer_state"
+    __table__ = tables.issuer_state
 
-    issuer: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    issuer: Mapped[str]
+    key: Mapped[str]
+    value_encrypted: Mapped[bytes]
     updated_at: Mapped[datetime]
 
 
 class SecretRow(Base):
     """Named secrets (webhook URLs, SMTP passwords) referenced from the config as secret:NAME."""
 
-    __tablename__ = "secrets"
+    __table__ = tables.secrets
 
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    value_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    name: Mapped[str]
+    value_encrypted: Mapped[bytes]
     updated_at: Mapped[datetime]
 
 
 class EventRow(Base):
     """The audit trail of lifecycle events."""
 
-    __tablename__ = "events"
+    __table__ = tables.events
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    certificate_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
-    revision_id: Mapped[int | None] = mapped_column(Integer, default=None)
-    node: Mapped[str] = mapped_column(String(128), default="")
-    message: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    id: Mapped[int]
+    at: Mapped[datetime]
+    kind: Mapped[str]
+    certificate_id: Mapped[str | None]
+    revision_id: Mapped[int | None]
+    node: Mapped[str]
+    message: Mapped[str]
+    details: Mapped[dict[str, Any]]
 
 
 class OutboxRow(Base):
     """An alert waiting to be delivered (or delivered): retried with backoff, deduplicated."""
 
-    __tablename__ = "outbox"
-    __table_args__ = (
-        UniqueConstraint("notifier", "dedupe_key"),
-        Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
-    )
+    __table__ = tables.outbox
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    notifier: Mapped[str] = mapped_column(String(64))
-    dedupe_key: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(32))
-    certificate_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    id: Mapped[int]
+    notifier: Mapped[str]
+    dedupe_key: Mapped[str]
+    kind: Mapped[str]
+    certificate_id: Mapped[str | None]
+    payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int]
     next_attempt_at: Mapped[datetime]
-    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    delivered_at: Mapped[datetime | None]
     #: gave up (a permanent error, or too many attempts)
-    dead: Mapped[bool] = mapped_column(Boolean, default=False)
-    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    dead: Mapped[bool]
+    last_error: Mapped[str | None]
 
 
 class NodeRow(Base):
     """A daemon that has registered against this store (a CAS node)."""
 
-    __tablename__ = "nodes"
+    __table__ = tables.nodes
 
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    host: Mapped[str] = mapped_column(String(255))
-    version: Mapped[str] = mapped_column(String(32))
-    pid: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str]
+    host: Mapped[str]
+    version: Mapped[str]
+    pid: Mapped[int]
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
 
@@ -217,9 +205,9 @@ class NodeRow(Base):
 class LeaseRow(Base):
     """A named lease with a TTL (e.g. "issuer": the one node that orders and renews)."""
 
-    __tablename__ = "leases"
+    __table__ = tables.leases
 
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str]
+    holder: Mapped[str]
     acquired_at: Mapped[datetime]
     expires_at: Mapped[datetime]
