@@ -19,7 +19,6 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import publicsuffixlist
@@ -74,14 +73,11 @@ def _write(path: Path, header: str, suffixes: PublicSuffixList) -> None:
     text = "\n".join([header, *sorted(rules), "end"])
     if _from_rules(text.split("\n")[1:-1]).__dict__ != suffixes.__dict__:
         return  # what would be read back differs from the parse: do not cache it
-    handle, temp = tempfile.mkstemp(prefix=".public-suffixes-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    # written in place, no rename: a reader that finds it half-written (no closing line) parses
+    # the list instead, and two processes writing at once write the same bytes
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
 
 
 @functools.cache
