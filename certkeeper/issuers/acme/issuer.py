@@ -65,7 +65,7 @@ class AcmeIssuer:
             if self._orders is None:
                 from .orders import Orders
 
-                self._orders = Orders(self)
+                self._orders = Orders(self.name, self.options, self.context, self.solvers, self.network)
             return self._orders
 
     # -- account ----------------------------------------------------------------------------

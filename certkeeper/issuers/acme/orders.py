@@ -35,7 +35,11 @@ from .problems import PERMANENT, PERMANENT_WITH_UNAUTHORIZED, PROTOCOL_ERRORS, p
 from .solvers import ChallengeSolver
 
 if TYPE_CHECKING:
-    from .issuer import AcmeIssuer
+    from collections.abc import Mapping
+
+    from certkeeper.plugins import PluginContext
+
+    from .options import AcmeOptions
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +98,14 @@ class Orders:
     """The network side of one :class:`AcmeIssuer`. Thread-safe: several ``issue`` calls may run
     at once (each has its own :class:`~certkeeper.issuers.acme.client.Network`)."""
 
-    def __init__(self, issuer: AcmeIssuer) -> None:
-        self.name = issuer.name
-        self.options = issuer.options
-        self.context = issuer.context
-        self.solvers = issuer.solvers
+    def __init__(self, name: str, options: AcmeOptions, context: PluginContext,
+                 solvers: Mapping[str, ChallengeSolver], network: type[Network] | None = None) -> None:
+        self.name = name
+        self.options = options
+        self.context = context
+        self.solvers = solvers
         #: the HTTP seam: a Network subclass can record or break requests (tests, diagnostics)
-        self.network: type[Network] = issuer.network or Network
+        self.network: type[Network] = network or Network
         self._directory = Directory(self.options.directory)
         self._accounts = AccountStore(self.context.state, self.options.directory, self.options.contact)
         self._account_lock = threading.Lock()
