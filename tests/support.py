@@ -15,7 +15,8 @@ from certkeeper.issuers import Issuer
 from certkeeper.model import IssueRequest, IssueResult
 from certkeeper.service import Service
 from certkeeper.store import certificates, events
-from certkeeper.store.schema import CertificateRow, EventRow
+from certkeeper.store.certificates import Certificate
+from certkeeper.store.events import Event as EventRow
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ def stand_in(service: Service, name: str, make: Callable[[Issuer], Issuer]) -> I
     return issuer
 
 
-def certificate_row(service: Service, cert_id: str) -> CertificateRow | None:
+def certificate_row(service: Service, cert_id: str) -> Certificate | None:
     with service.store.session() as session:
         return certificates.find(session, cert_id)
 

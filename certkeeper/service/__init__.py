@@ -16,9 +16,11 @@ decisions.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from certkeeper.clock import Clock, SystemClock
 from certkeeper.cluster import Holder, Leases
@@ -33,9 +35,30 @@ from certkeeper.service.reconcile import Decision, Reconciler, ReconcileReport
 from certkeeper.service.specs import Specs
 from certkeeper.store.unit import Store
 
+if TYPE_CHECKING:
+    from certkeeper.sealing import Sealer
+
 __all__ = ["Decision", "ReconcileReport", "Service"]
 
 log = logging.getLogger(__name__)
+
+
+def _sealer(config: Config, *, create: bool) -> Sealer | Callable[[], Sealer]:
+    """The sealer, or, when its key is there to read, a function that loads it on first use:
+    commands that seal and open nothing (``list``, ``status``) neither read the key nor import
+    the cryptography it needs. A missing key file is created (or refused) now, as before."""
+    from certkeeper.config import SECRET_KEY_ENV
+
+    key_file = config.secret_key_file
+
+    def load() -> Sealer:
+        from certkeeper.sealing import load_sealer
+
+        return load_sealer(key_file, create=create)
+
+    if os.environ.get(SECRET_KEY_ENV) or key_file.is_file():
+        return load
+    return load()
 
 
 class Service:
@@ -72,7 +95,6 @@ class Service:
         when the disk is full or read-only they open the SQLite store read-only instead of failing.
         """
         from certkeeper.atomicfile import make_dirs
-        from certkeeper.sealing import load_sealer
         from certkeeper.store import db
 
         if create and not config.settings.store.url:
@@ -81,7 +103,7 @@ class Service:
             from certkeeper.hostnames import suffixes
 
             suffixes.cache_in(config.data_dir)  # the Public Suffix List, parsed once per list
-        sealer = load_sealer(config.secret_key_file, create=create)
+        sealer = _sealer(config, create=create)
         busy = config.settings.store.busy_timeout_seconds
         engine = db.make_engine(config.store_url, busy_timeout=busy)
         try:
@@ -97,7 +119,7 @@ class Service:
             db.ensure_current(engine, auto_upgrade=False)
             log.info("the store's disk cannot be written: opened it read-only")
         clock = clock or SystemClock()
-        return cls(config, Store(db.session_factory(engine), sealer, clock), clock=clock, node=node)
+        return cls(config, Store(engine, sealer, clock), clock=clock, node=node)
 
     # -- shortcuts for what most callers need ---------------------------------------------------
 

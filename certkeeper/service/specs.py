@@ -20,7 +20,7 @@ from certkeeper.service.context import ServiceContext
 from certkeeper.store import certificates
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection as Session
 
     from certkeeper.config import CertificateSettings
 

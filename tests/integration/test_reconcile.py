@@ -187,7 +187,8 @@ def test_the_due_prefilter_never_misses_what_the_full_chain_would_issue(tmp_path
     service = _service(tmp_path, clock, certificates)
     service.specs.sync_config()
     with service.store.session() as session:
-        stored.get(session, "failing").failure_count = 1
+        stored.record_failure(session, "failing", now=clock.now(), message="down", retryable=True,
+                              next_attempt_at=clock.now())
         stored.upsert(session, "never", names=["never.contoso.com"], issuer="internal",
                             key_type="rsa2048", source="cli", now=clock.now())
 

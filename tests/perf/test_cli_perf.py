@@ -34,7 +34,7 @@ def _env(home: Path) -> dict[str, str]:
 def _populate(home: Path, count: int) -> None:
     from certkeeper.config import parse
     from certkeeper.service import Service
-    from certkeeper.store.schema import CertificateRow, RevisionRow
+    from certkeeper.store.tables import certificates, revisions
 
     config = parse({}, data_dir=home / "data")
     service = Service.open(config, create=True)
@@ -43,11 +43,11 @@ def _populate(home: Path, count: int) -> None:
     with service.store.session() as session:
         for i in range(count):
             cert_id = f"cas{i:05d}.contoso.com"
-            session.add(CertificateRow(
+            session.execute(certificates.insert().values(
                 id=cert_id, names=[cert_id, f"autodiscover{i}.contoso.com"], issuer="internal", key_type="rsa2048",
                 bindings=[], options={}, source="cli", enabled=True, created_at=now, updated_at=now,
                 failure_count=0, rejected=False))
-            session.add(RevisionRow(
+            session.execute(revisions.insert().values(
                 certificate_id=cert_id, number=1, state="issued", origin="issued", issuer="internal",
                 names=[cert_id, f"autodiscover{i}.contoso.com"], key_type="rsa2048", key_encrypted=sealed,
                 cert_pem="-", chain_pem="", serial=f"{i:032X}", fingerprint_sha256=f"{i:064x}",
