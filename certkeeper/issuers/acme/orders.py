@@ -30,7 +30,7 @@ from certkeeper.model import IssueRequest, IssueResult, RenewalWindow
 
 from . import ari
 from .account import AccountRecord, AccountStore, new_record
-from .client import Deadline, Directory, Network, Order, Session
+from .client import Deadline, Directory, Network, Order, Session, shared_http
 from .problems import PERMANENT, PERMANENT_WITH_UNAUTHORIZED, PROTOCOL_ERRORS, problem_code, translate
 from .solvers import ChallengeSolver
 
@@ -106,6 +106,10 @@ class Orders:
         self.solvers = solvers
         #: the HTTP seam: a Network subclass can record or break requests (tests, diagnostics)
         self.network: type[Network] = network or Network
+        #: one connection pool for every issuance of this issuer (see client.shared_http)
+        self._http = shared_http()
+        #: replay nonces collected from the CA's responses, for the next request of any issuance
+        self._nonces: set[str] = set()
         self._directory = Directory(self.options.directory)
         self._accounts = AccountStore(self.context.state, self.options.directory, self.options.contact)
         self._account_lock = threading.Lock()
@@ -116,8 +120,8 @@ class Orders:
                  account_url: str | None = None) -> Network:
         verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
         return self.network(key or JWKOct(key=b"unused"), alg=alg, verify=verify,
-                       timeout=self.options.timeout, deadline=deadline, account_url=account_url,
-                       server_clock=self._directory.server_clock)
+                            timeout=self.options.timeout, deadline=deadline, account_url=account_url,
+                            server_clock=self._directory.server_clock, http=self._http, nonces=self._nonces)
 
     def _session(self, deadline: Deadline, record: AccountRecord | None = None) -> Session:
         if record is None:
