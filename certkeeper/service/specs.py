@@ -75,11 +75,21 @@ class Specs:
         """
         self.check_bindings()
         store, now = self.context.store, self.context.clock.now()
+        configured_certificates = self.context.config.settings.certificates
+        with store.session() as session:  # one read; a write only for what changed
+            stored = certificates.find_many(session, [cert.id for cert in configured_certificates])
         ids = []
-        for index, cert in enumerate(self.context.config.settings.certificates):
+        for index, cert in enumerate(configured_certificates):
             names = self._config_names(index, cert.names, cert.issuer)
             renew_before = int(cert.renew_before_days * 86400) if cert.renew_before_days else None
-            bindings = [binding.model_dump(exclude_none=True) for binding in cert.bindings]
+            # as JSON stores them (lists, not tuples), so an unchanged binding compares equal
+            bindings = [binding.model_dump(mode="json", exclude_none=True) for binding in cert.bindings]
+            ids.append(cert.id)
+            if certificates.spec_changes(
+                stored.get(cert.id), names=names, issuer=cert.issuer, key_type=cert.key_type.value,
+                source=SOURCE_CONFIG, renew_before_seconds=renew_before, bindings=bindings,
+            ) is None:
+                continue
 
             def upsert(session: Session, cert: CertificateSettings = cert, names: tuple[str, ...] = names,
                        renew_before: int | None = renew_before, bindings: list[dict[str, Any]] = bindings) -> bool:
@@ -89,7 +99,6 @@ class Specs:
                 )
 
             store.run(upsert)
-            ids.append(cert.id)
         configured = set(ids)
         with store.session() as session:
             for cert_id, _names, source in certificates.with_names(session):

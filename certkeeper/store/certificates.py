@@ -110,6 +110,49 @@ def with_names(session: Connection) -> list[tuple[str, tuple[str, ...], str]]:
     return [(cert_id, tuple(names), source) for cert_id, names, source in rows]
 
 
+def find_many(session: Connection, cert_ids: Sequence[str]) -> dict[str, Certificate]:
+    """The certificates of ``cert_ids`` that exist, by id, in one query."""
+    wanted = set(cert_ids)
+    query = select(certificate_table)
+    if len(wanted) <= 500:  # else every row: no statement with thousands of parameters
+        query = query.where(C.id.in_(sorted(wanted)))
+    return {row.id: Certificate(**row._mapping) for row in session.execute(query) if row.id in wanted}
+
+
+def spec_changes(
+    row: Certificate | None,
+    *,
+    names: Sequence[str],
+    issuer: str,
+    key_type: str,
+    source: str,
+    renew_before_seconds: int | None = None,
+    bindings: list[dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """The columns :func:`upsert` writes to give ``row`` this spec; None when nothing would change
+    (so a caller holding the rows can skip the write). For a new certificate, its columns."""
+    if row is None:
+        return {"names": list(names), "issuer": issuer, "key_type": key_type, "source": source,
+                "renew_before_seconds": renew_before_seconds, "bindings": bindings or []}
+    changed = (list(row.names), row.issuer, row.key_type) != (list(names), issuer, key_type)
+    touched = changed or row.renew_before_seconds != renew_before_seconds or (
+        bindings is not None and list(row.bindings or []) != bindings
+    )
+    adopt = source == "config" and row.source != "config"
+    if not touched and not adopt:
+        return None
+    values: dict[str, Any] = {
+        "names": list(names), "issuer": issuer, "key_type": key_type, "renew_before_seconds": renew_before_seconds,
+    }
+    if bindings is not None:
+        values["bindings"] = bindings
+    if source == "config" or row.source != "config":
+        values["source"] = source
+    if changed:
+        values.update(rejected=False, next_attempt_at=None)
+    return values
+
+
 def upsert(
     session: Connection,
     cert_id: str,
@@ -124,38 +167,25 @@ def upsert(
 ) -> bool:
     """Create the certificate or update its spec; returns whether anything was written.
 
-    Nothing is written when nothing changed, so read-only commands never write (and work on a
-    full disk), and ``updated_at`` keeps meaning "the spec last changed" (the due-candidates
-    query relies on it). A changed spec clears a rejection and the backoff (cert-manager: a spec
-    change retries at once). Raises StoreConflict when another process inserted the row first:
-    :meth:`Store.run` retries, and the second attempt updates.
+    Nothing is written when nothing changed (:func:`spec_changes`), so read-only commands never
+    write (and work on a full disk), and ``updated_at`` keeps meaning "the spec last changed" (the
+    due-candidates query relies on it). A changed spec clears a rejection and the backoff
+    (cert-manager: a spec change retries at once). ``bindings`` are compared as stored (JSON).
+    Raises StoreConflict when another process inserted the row first: :meth:`Store.run` retries,
+    and the second attempt updates.
     """
     row = find(session, cert_id)
+    values = spec_changes(row, names=names, issuer=issuer, key_type=key_type, source=source,
+                          renew_before_seconds=renew_before_seconds, bindings=bindings)
+    if values is None:
+        return False
     if row is None:
         session.execute(insert(certificate_table).values(
-            id=cert_id, names=list(names), issuer=issuer, key_type=key_type, source=source,
-            renew_before_seconds=renew_before_seconds, bindings=bindings or [], options={},
-            enabled=True, created_at=now, updated_at=now, failure_count=0, rejected=False,
+            id=cert_id, options={}, enabled=True, created_at=now, updated_at=now, failure_count=0, rejected=False,
+            **values,
         ))
-        return True
-    changed = (list(row.names), row.issuer, row.key_type) != (list(names), issuer, key_type)
-    touched = changed or row.renew_before_seconds != renew_before_seconds or (
-        bindings is not None and list(row.bindings or []) != bindings
-    )
-    adopt = source == "config" and row.source != "config"
-    if not touched and not adopt:
-        return False
-    values: dict[str, Any] = {
-        "names": list(names), "issuer": issuer, "key_type": key_type, "renew_before_seconds": renew_before_seconds,
-        "updated_at": now,
-    }
-    if bindings is not None:
-        values["bindings"] = bindings
-    if source == "config" or row.source != "config":
-        values["source"] = source
-    if changed:
-        values.update(rejected=False, next_attempt_at=None)
-    _set(session, cert_id, **values)
+    else:
+        _set(session, cert_id, updated_at=now, **values)
     return True
 
 
