@@ -79,6 +79,21 @@ class Deployment:
             return [cert_id for cert_id, _names, source in certificates.with_names(session)
                     if cert_id in with_bindings and source != SOURCE_UNCONFIGURED]
 
+    def unsettled(self, cert_ids: list[str]) -> list[str]:
+        """Of ``cert_ids``, those with something to deploy on this node: a binding here that does
+        not serve the current revision yet. Two queries for all of them, so a pass over a store
+        where everything is in place costs no query per certificate; :meth:`deploy` decides the
+        rest (backoff, the rollout gate) for the others."""
+        with self.context.store.session() as session:
+            serving = deployments.serving_current(session, self.context.node)
+            bindings = certificates.bindings_of(session)
+        unsettled = []
+        for cert_id in cert_ids:
+            keys = {target.key for target in self.targets(bindings.get(cert_id, []))}
+            if not keys <= serving.get(cert_id, set()):
+                unsettled.append(cert_id)
+        return unsettled
+
     def deploy(self, cert_id: str, *, force: bool = False) -> list[DeployResult]:
         """Deploy the current revision to this node's bindings, verify, roll back on failure."""
         with self.context.store.session() as session:

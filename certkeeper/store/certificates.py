@@ -312,6 +312,12 @@ def overview(session: Connection, cert_ids: Sequence[str] | None = None) -> list
     return result
 
 
+def bindings_of(session: Connection) -> dict[str, list[dict[str, Any]]]:
+    """certificate id -> its bindings (as stored), for every certificate that has some."""
+    rows = session.execute(select(C.id, C.bindings))
+    return {cert_id: list(bindings) for cert_id, bindings in rows if bindings}
+
+
 def ids_with_bindings(session: Connection) -> list[str]:
     """Certificates that have at least one binding (the deploy pass skips the others)."""
     rows = session.execute(select(C.id, C.bindings).order_by(C.id))

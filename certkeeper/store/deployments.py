@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, insert, select, update
+from sqlalchemy import Connection, CursorResult, func, insert, select, update
 
-from certkeeper.model import SERVED_STATES, DeploymentState
+from certkeeper.model import SERVED_STATES, DeploymentState, RevisionState
 from certkeeper.store.tables import deployments as deployment_table
+from certkeeper.store.tables import revisions as revision_table
 
 D = deployment_table.c
 
@@ -98,6 +99,28 @@ def states_by_node(session: Connection, cert_id: str, revision_id: int, nodes: I
     for node, state in rows:
         states[node].add(state)
     return states
+
+
+def serving_current(session: Connection, node: str) -> dict[str, set[str]]:
+    """certificate id -> the bindings of ``node`` that serve its current (newest issued) revision,
+    for every certificate at once."""
+    revision = revision_table.c
+    latest = (
+        select(revision.certificate_id, func.max(revision.number).label("number"))
+        .where(revision.state == RevisionState.ISSUED.value)
+        .group_by(revision.certificate_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(D.certificate_id, D.binding)
+        .join(revision_table, revision.id == D.revision_id)
+        .join(latest, (latest.c.certificate_id == revision.certificate_id) & (latest.c.number == revision.number))
+        .where(D.node == node, D.state.in_([state.value for state in SERVED_STATES]))
+    )
+    serving: dict[str, set[str]] = {}
+    for cert_id, binding in rows:
+        serving.setdefault(cert_id, set()).add(binding)
+    return serving
 
 
 def all_rows(session: Connection, cert_id: str | None = None) -> list[Deployment]:
