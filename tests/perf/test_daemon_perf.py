@@ -89,3 +89,47 @@ def test_twenty_due_at_once_against_a_bare_acme_loop(
     print(f"  certkeeper daemon pass:           median {statistics.median(our_rates):.1f} certificates/s "
           f"[{min(our_rates):.1f}-{max(our_rates):.1f}]")
     print(f"  daemon / bare loop = {ratio:.0%} (target >= 80 %: {'met' if ratio >= 0.8 else 'NOT met'})")
+
+
+WEEK = 7 * 24 * 12  # passes of 5 minutes
+
+
+@pytest.mark.timeout(3600)
+def test_idle_daemon_memory_over_a_simulated_week(tmp_path: Path) -> None:
+    """Goal 4: RSS under 80 MB after a week of passes on a store of 100 certificates, and no growth
+    over 1,000 passes (the figures come from tests/perf/daemon_week.py in its own process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.core import REPO_ROOT
+
+    out = tmp_path / "out"
+    certificates = [
+        {"id": f"c{i:03d}", "names": [f"c{i:03d}.contoso.com", f"autodiscover.c{i:03d}.contoso.com"],
+         "key_type": "ecdsa-p256",
+         "bindings": [{"type": "files", "fullchain": str(out / f"c{i:03d}.pem"), "key": str(out / f"c{i:03d}.key")}]}
+        for i in range(100)]
+    config = tmp_path / "certkeeper.toml"
+    daemon = {"metrics_address": f"127.0.0.1:{free_port()}"}
+    config.write_text(to_toml({"certificates": certificates, "daemon": daemon}))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), CERTKEEPER_DATA_DIR=str(tmp_path / "data"))
+    week = [sys.executable, str(REPO_ROOT / "tests" / "perf" / "daemon_week.py"), str(config), str(WEEK)]
+    done = subprocess.run(week, env=env, capture_output=True, text=True, timeout=3500, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    mb = [kb / 1024 for kb in result["rss_kb"]]
+    settled = max(mb[90:100])  # after the first pass issued and deployed the 100, and a few more
+    at_1000 = max(mb[990:1000])
+    growth = at_1000 - settled
+    print(f"\nDaemon over a simulated week ({len(mb)} passes of 5 minutes on a FrozenClock, 100 certificates with a "
+          f"files binding each, nothing due after the first pass; jobs as the scheduler runs them, a metrics scrape "
+          f"per pass), {result['seconds']:.0f} s of real time, {result['seconds'] / len(mb) * 1000:.0f} ms a pass:")
+    print(f"  RSS after the first pass {mb[0]:.1f} MB; passes 91-100 max {settled:.1f} MB; "
+          f"passes 991-1000 max {at_1000:.1f} MB; after a week {mb[-1]:.1f} MB; max {max(mb):.1f} MB")
+    days = [max(mb[day * 288:(day + 1) * 288]) for day in range(len(mb) // 288)]
+    print(f"  highest RSS of each simulated day: {', '.join(f'{peak:.2f}' for peak in days)} MB "
+          f"(day 1 -> day {len(days)}: {days[-1] - days[0]:+.2f} MB)")
+    print(f"  growth over passes 100 -> 1000: {growth:+.2f} MB (target: none, within 1 MB: "
+          f"{'met' if growth <= 1 else 'NOT met'}); after a week < 80 MB: {'met' if mb[-1] < 80 else 'NOT met'}")
