@@ -76,7 +76,7 @@ class Deployment:
         """Certificates with bindings that are still configured (not ``unconfigured``)."""
         with self.context.store.session() as session:
             with_bindings = set(certificates.ids_with_bindings(session))
-            return [cert_id for cert_id, _names, source in certificates.with_names(session)
+            return [cert_id for cert_id, source in certificates.sources(session)
                     if cert_id in with_bindings and source != SOURCE_UNCONFIGURED]
 
     def unsettled(self, cert_ids: list[str]) -> list[str]:

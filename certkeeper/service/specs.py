@@ -101,7 +101,7 @@ class Specs:
             store.run(upsert)
         configured = set(ids)
         with store.session() as session:
-            for cert_id, _names, source in certificates.with_names(session):
+            for cert_id, source in certificates.sources(session):
                 if source == SOURCE_CONFIG and cert_id not in configured:
                     log.warning("%s is no longer in the config: kept in the store, no longer deployed", cert_id,
                                 extra={"cert": cert_id})

@@ -104,6 +104,11 @@ def ids(session: Connection) -> list[str]:
     return list(session.scalars(select(C.id).order_by(C.id)))
 
 
+def sources(session: Connection) -> list[tuple[str, str]]:
+    """(id, source) of every certificate (no names to decode)."""
+    return [(cert_id, source) for cert_id, source in session.execute(select(C.id, C.source))]
+
+
 def with_names(session: Connection) -> list[tuple[str, tuple[str, ...], str]]:
     """(id, names, source) of every certificate, for the one-certificate-per-names rule."""
     rows = session.execute(select(C.id, C.names, C.source))
