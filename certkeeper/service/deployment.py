@@ -28,7 +28,7 @@ from certkeeper.service.specs import SOURCE_UNCONFIGURED, binding_key
 from certkeeper.store import certificates, deployments, events, leases, revisions
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection as Session
+    from sqlalchemy import Connection
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Deployment:
                     found.append((cert_id, self.binder(cert_id, target)))
         return found
 
-    def _gate(self, session: Session, cert_id: str, revision_id: int, now: datetime) -> str | None:
+    def _gate(self, session: Connection, cert_id: str, revision_id: int, now: datetime) -> str | None:
         """The rollout gate's facts, gathered for this node (see :mod:`certkeeper.lifecycle.rollout`)."""
         settings = self.context.config.settings.daemon
         order = rollout_order(settings.canary, settings.rollout_order)

@@ -20,7 +20,7 @@ from certkeeper.service.context import ServiceContext
 from certkeeper.store import certificates
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection as Session
+    from sqlalchemy import Connection
 
     from certkeeper.config import CertificateSettings
 
@@ -91,7 +91,7 @@ class Specs:
             ) is None:
                 continue
 
-            def upsert(session: Session, cert: CertificateSettings = cert, names: tuple[str, ...] = names,
+            def upsert(session: Connection, cert: CertificateSettings = cert, names: tuple[str, ...] = names,
                        renew_before: int | None = renew_before, bindings: list[dict[str, Any]] = bindings) -> bool:
                 return certificates.upsert(
                     session, cert.id, names=names, issuer=cert.issuer, key_type=cert.key_type.value,
@@ -224,7 +224,7 @@ class Specs:
         """Create or update the spec ``certkeeper issue`` asked for (keeping its other settings)."""
         store, now = self.context.store, self.context.clock.now()
 
-        def upsert(session: Session) -> bool:
+        def upsert(session: Connection) -> bool:
             existing = certificates.find(session, cert_id)
             chosen = key_type or (KeyType(existing.key_type) if existing else KeyType.RSA2048)
             return certificates.upsert(
