@@ -70,11 +70,23 @@ def limit_malloc_arenas() -> None:
         libc.mallopt(-8, 2)
 
 
+_frozen = False
+
+
 def release_memory() -> None:
-    """After a pass: collect garbage and hand freed heap pages back to the OS (malloc_trim)."""
+    """After a pass: collect garbage and hand freed heap pages back to the OS (malloc_trim).
+
+    After the first pass, what is still alive (modules, the service and its plugins, SQLAlchemy's
+    caches) is moved out of the collector's sight (``gc.freeze``): every later collection walks
+    only what was made since, a few milliseconds instead of ~50 ms of each pass.
+    """
     import gc
 
+    global _frozen
     gc.collect()
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -230,9 +230,7 @@ class Outbox:
             row = alerts.get(session, row_id)
             if row is None:
                 return "delivered"
-            row.delivered_at = now
-            row.attempts += 1
-            row.last_error = None
+            alerts.set_fields(session, row_id, delivered_at=now, attempts=row.attempts + 1, last_error=None)
             log.info("delivered %s alert via %s", row.kind, notifier.name,
                      extra={"cert": row.certificate_id, "notifier": notifier.name})
         return "delivered"
@@ -250,23 +248,24 @@ class Outbox:
             row = alerts.get(session, row_id)
             if row is None:
                 return "dead"
-            row.attempts += 1
-            row.last_error = error[:ERROR_MAX]
-            too_many = row.attempts >= self.max_attempts
+            attempts, last_error = row.attempts + 1, error[:ERROR_MAX]
+            too_many = attempts >= self.max_attempts
             too_old = now - row.created_at >= self.max_age
             if permanent or too_many or too_old:
-                row.dead = True
-                row.next_attempt_at = now
+                alerts.set_fields(session, row_id, attempts=attempts, last_error=last_error, dead=True,
+                                  next_attempt_at=now)
                 why = "a permanent error" if permanent else ("too many attempts" if too_many else "too old")
                 log.error("giving up on %s alert via %s (%s): %s", row.kind, row.notifier, why,
-                          row.last_error, extra={"cert": row.certificate_id, "notifier": row.notifier})
+                          last_error, extra={"cert": row.certificate_id, "notifier": row.notifier})
                 return "dead"
-            wait = backoff(row.attempts)
+            wait = backoff(attempts)
             if retry_after is not None and retry_after > 0:
                 wait = max(wait, timedelta(seconds=retry_after))
-            row.next_attempt_at = now + wait
+            next_attempt_at = now + wait
+            alerts.set_fields(session, row_id, attempts=attempts, last_error=last_error,
+                              next_attempt_at=next_attempt_at)
             log.warning("%s alert via %s failed (attempt %d), retrying at %s: %s", row.kind, row.notifier,
-                        row.attempts, row.next_attempt_at.isoformat(), row.last_error,
+                        attempts, next_attempt_at.isoformat(), last_error,
                         extra={"cert": row.certificate_id, "notifier": row.notifier})
             return "retrying"
 
@@ -274,8 +273,7 @@ class Outbox:
         with self.store.session() as session:
             row = alerts.get(session, row_id)
             if row is not None and row.delivered_at is None:
-                row.dead = True
-                row.last_error = error
+                alerts.set_fields(session, row_id, dead=True, last_error=error)
                 log.error("giving up on %s alert: %s", row.kind, error, extra={"cert": row.certificate_id})
 
     # --- reading ---------------------------------------------------------------------------------

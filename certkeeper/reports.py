@@ -15,8 +15,8 @@ from certkeeper.errors import NotFound
 from certkeeper.lifecycle.health import health
 from certkeeper.outbox import Outbox
 from certkeeper.store import certificates, deployments, events, leases, revisions
+from certkeeper.store.deployments import Deployment
 from certkeeper.store.facts import certificate_facts
-from certkeeper.store.schema import DeploymentRow
 from certkeeper.store.unit import Store
 
 
@@ -100,7 +100,7 @@ def status_report(store: Store, now: datetime) -> dict[str, Any]:
     with store.session() as session:
         items = certificates.overview(session)
         latest = deployments.latest_per_target(deployments.all_rows(session))
-    by_cert: dict[str, list[DeploymentRow]] = {}
+    by_cert: dict[str, list[Deployment]] = {}
     for (cert_id, _node, _binding), row in sorted(latest.items()):
         by_cert.setdefault(cert_id, []).append(row)
     report = []

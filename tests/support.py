@@ -26,7 +26,8 @@ from certkeeper.issuers import Issuer
 from certkeeper.model import Bundle, EndpointCheck, IssueRequest, IssueResult, Verification
 from certkeeper.service import Service
 from certkeeper.store import certificates, events
-from certkeeper.store.schema import CertificateRow, EventRow
+from certkeeper.store.certificates import Certificate
+from certkeeper.store.events import Event as EventRow
 from tests.fixtures.core import REPO_ROOT
 
 T = TypeVar("T")
@@ -157,7 +158,7 @@ class Doomed:
 # -- reading the store ---------------------------------------------------------------------------
 
 
-def certificate_row(service: Service, cert_id: str) -> CertificateRow | None:
+def certificate_row(service: Service, cert_id: str) -> Certificate | None:
     with service.store.session() as session:
         return certificates.find(session, cert_id)
 

@@ -16,7 +16,7 @@ from certkeeper.cli.common import (
     print_json,
     print_table,
 )
-from certkeeper.model import KeyType
+from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
 
 KEY_TYPES = [key_type.value for key_type in KeyType]
 
@@ -43,8 +43,13 @@ def issue(ctx: click.Context, names: tuple[str, ...], cert_id: str | None, issue
     """
     import sys
 
-    service = open_service(ctx)
+    from certkeeper.pki.keys import generate_ahead
+
     key = KeyType(key_type) if key_type else None
+    # the key is made on another core while the store and the issuer load (an RSA key takes
+    # 50-300 ms); a certificate already under management with another key type just makes its own
+    generate_ahead(key or DEFAULT_KEY_TYPE)
+    service = open_service(ctx)
     stream = sys.stderr if as_json else sys.stdout
     if stream.isatty():
         # a person watching: a rich spinner with each step (account, order, authorizations, ...)

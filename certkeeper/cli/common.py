@@ -86,7 +86,10 @@ def print_table(headers: list[str], rows: list[list[str]], *, styles: dict[int, 
 
 
 def fmt_time(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+    if value is None:
+        return "-"
+    # by hand: strftime would cost a third of `list` over 10,000 certificates
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d} UTC"
 
 
 def days_left(not_after: datetime | None, now: datetime) -> float | None:

@@ -40,16 +40,14 @@ Cyrillic and Greek letters.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import unicodedata
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import idna
-from publicsuffixlist import PublicSuffixList
 
 from certkeeper.errors import InvalidName, InvalidNames
 from certkeeper.hostnames.advice import (
@@ -62,6 +60,9 @@ from certkeeper.hostnames.advice import (
     unicode_advice,
     url_parts,
 )
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 __all__ = [
     "RULES",
@@ -92,10 +93,12 @@ _LDH = re.compile(r"[a-z0-9-]+")
 _NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _CONFUSABLE_SCRIPTS: Final = ("LATIN", "CYRILLIC", "GREEK")
 
-@functools.cache
 def _icann_suffixes() -> PublicSuffixList:
-    # Loaded on first use (about 50 ms), so importing this module stays cheap for `--help`.
-    return PublicSuffixList(only_icann=True, accept_unknown=False)
+    # Loaded on first use, from its compact form in the data folder when there is one
+    # (suffixes.py), so importing this module stays cheap for `--help`.
+    from certkeeper.hostnames.suffixes import icann
+
+    return icann()
 
 
 def _refuse(raw: str, rule: str, message: str) -> InvalidName:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,8 +23,53 @@ _CURVES: dict[KeyType, type[ec.EllipticCurve]] = {
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
+class _Ahead(threading.Thread):
+    """One key being generated ahead of need (see :func:`generate_ahead`)."""
+
+    def __init__(self, key_type: KeyType) -> None:
+        super().__init__(name=f"keygen-{key_type.value}", daemon=True)
+        self.key_type = key_type
+        self.key: PrivateKey | None = None
+
+    def run(self) -> None:
+        try:
+            self.key = _generate(self.key_type)
+        except Exception:  # noqa: BLE001 - the caller generates its own key instead
+            self.key = None
+
+
+_ahead: dict[KeyType, _Ahead] = {}
+_ahead_lock = threading.Lock()
+
+
+def generate_ahead(key_type: KeyType) -> None:
+    """Start generating one ``key_type`` key on a background thread for the next
+    :func:`generate_private_key` of that type in this process.
+
+    OpenSSL releases the GIL while it searches for primes, so with a second core free an RSA key
+    (50-300 ms, at random) is made while the command imports its libraries and reads the store,
+    instead of after. ``certkeeper issue`` calls it first thing; a key never taken (the request
+    resumed a pending one, or the certificate wants another key type) dies with the process.
+    """
+    with _ahead_lock:
+        if key_type not in _ahead:
+            _ahead[key_type] = thread = _Ahead(key_type)
+            thread.start()
+
+
 def generate_private_key(key_type: KeyType) -> PrivateKey:
-    """A fresh key of ``key_type`` (RSA with e=65537, or ECDSA on a NIST curve)."""
+    """A fresh key of ``key_type`` (RSA with e=65537, or ECDSA on a NIST curve): the one
+    :func:`generate_ahead` started, if any, else one made now."""
+    with _ahead_lock:
+        ahead = _ahead.pop(key_type, None)
+    if ahead is not None:
+        ahead.join()
+        if ahead.key is not None:
+            return ahead.key
+    return _generate(key_type)
+
+
+def _generate(key_type: KeyType) -> PrivateKey:
     if key_type in _RSA_BITS:
         return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS[key_type])
     return ec.generate_private_key(_CURVES[key_type]())

@@ -24,7 +24,6 @@ from certkeeper.errors import InputError
 from certkeeper.pki.chain import order_chain
 from certkeeper.pki.fingerprint import sha1_thumbprint, sha256_fingerprint
 from certkeeper.pki.keys import PrivateKey, describe_key, load_private_key, public_key_der, unsupported_key
-from certkeeper.pki.pkcs12.structure import iteration_counts
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)\n?-----END ([A-Z0-9 ]+)-----", re.DOTALL)
@@ -242,6 +241,9 @@ def load_pfx(
     """
     if not data:
         raise InputError(f"{what}: empty file")
+    # pyasn1 and its RFC modules cost ~60 ms and ~6 MB to import: only for a PFX
+    from certkeeper.pki.pkcs12.structure import iteration_counts
+
     counts = iteration_counts(data)
     if counts and (max(counts) > max_iterations or sum(counts) > max_total_iterations):
         raise InputError(

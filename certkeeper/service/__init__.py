@@ -16,26 +16,59 @@ decisions.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from certkeeper.clock import Clock, SystemClock
 from certkeeper.cluster import Holder, Leases
 from certkeeper.config import Config
 from certkeeper.errors import StoreUnwritable
-from certkeeper.service.alerting import Alerting
 from certkeeper.service.context import ServiceContext
-from certkeeper.service.deployment import Deployment
-from certkeeper.service.inventory import Inventory
-from certkeeper.service.issuance import Issuance
-from certkeeper.service.reconcile import Decision, Reconciler, ReconcileReport
-from certkeeper.service.specs import Specs
 from certkeeper.store.unit import Store
+
+if TYPE_CHECKING:
+    from certkeeper.sealing import Sealer
+    from certkeeper.service.alerting import Alerting
+    from certkeeper.service.deployment import Deployment
+    from certkeeper.service.inventory import Inventory
+    from certkeeper.service.issuance import Issuance
+    from certkeeper.service.reconcile import Decision, Reconciler, ReconcileReport
+    from certkeeper.service.specs import Specs
 
 __all__ = ["Decision", "ReconcileReport", "Service"]
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    # Decision and ReconcileReport without importing reconcile (and with it the PKI) up front
+    if name in ("Decision", "ReconcileReport"):
+        from certkeeper.service import reconcile
+
+        return getattr(reconcile, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _sealer(config: Config, *, create: bool) -> Sealer | Callable[[], Sealer]:
+    """The sealer, or, when its key is there to read, a function that loads it on first use:
+    commands that seal and open nothing (``list``, ``status``) neither read the key nor import
+    the cryptography it needs. A missing key file is created (or refused) now, as before."""
+    from certkeeper.config import SECRET_KEY_ENV
+
+    key_file = config.secret_key_file
+
+    def load() -> Sealer:
+        from certkeeper.sealing import KeyFile, load_sealer
+
+        return load_sealer(KeyFile.of(config), create=create)
+
+    if os.environ.get(SECRET_KEY_ENV) or key_file.is_file():
+        return load
+    return load()
 
 
 class Service:
@@ -48,12 +81,63 @@ class Service:
         self.context = ServiceContext(
             config=config, store=store, clock=clock, node=node, holder=holder, leases=Leases(store, holder)
         )
-        self.alerting = Alerting(self.context)
-        self.specs = Specs(self.context)
-        self.inventory = Inventory(self.context)
-        self.issuance = Issuance(self.context, self.specs, self.alerting)
-        self.deployment = Deployment(self.context, self.inventory, self.alerting)
-        self.reconciler = Reconciler(self.context, self.specs, self.issuance, self.deployment, self.alerting)
+        self._parts: dict[str, Any] = {}
+        self._parts_lock = threading.RLock()
+
+    # -- the parts, each built (and its module imported) on first use: `list` needs the specs
+    # only, and never imports what issuing or deploying needs (the PKI, cryptography) -----------
+
+    def _part(self, name: str, build: Callable[[], Any]) -> Any:
+        part = self._parts.get(name)
+        if part is None:
+            with self._parts_lock:
+                part = self._parts.get(name)
+                if part is None:
+                    part = self._parts[name] = build()
+        return part
+
+    @property
+    def alerting(self) -> Alerting:
+        from certkeeper.service.alerting import Alerting
+
+        part: Alerting = self._part("alerting", lambda: Alerting(self.context))
+        return part
+
+    @property
+    def specs(self) -> Specs:
+        from certkeeper.service.specs import Specs
+
+        part: Specs = self._part("specs", lambda: Specs(self.context))
+        return part
+
+    @property
+    def inventory(self) -> Inventory:
+        from certkeeper.service.inventory import Inventory
+
+        part: Inventory = self._part("inventory", lambda: Inventory(self.context))
+        return part
+
+    @property
+    def issuance(self) -> Issuance:
+        from certkeeper.service.issuance import Issuance
+
+        part: Issuance = self._part("issuance", lambda: Issuance(self.context, self.specs, self.alerting))
+        return part
+
+    @property
+    def deployment(self) -> Deployment:
+        from certkeeper.service.deployment import Deployment
+
+        part: Deployment = self._part("deployment", lambda: Deployment(self.context, self.inventory, self.alerting))
+        return part
+
+    @property
+    def reconciler(self) -> Reconciler:
+        from certkeeper.service.reconcile import Reconciler
+
+        part: Reconciler = self._part("reconciler", lambda: Reconciler(
+            self.context, self.specs, self.issuance, self.deployment, self.alerting))
+        return part
 
     @classmethod
     def open(
@@ -72,12 +156,15 @@ class Service:
         when the disk is full or read-only they open the SQLite store read-only instead of failing.
         """
         from certkeeper.platform.protection import make_private_dir
-        from certkeeper.sealing import KeyFile, load_sealer
         from certkeeper.store import db
 
         if create and not config.settings.store.url:
             make_private_dir(config.data_dir)
-        sealer = load_sealer(KeyFile.of(config), create=create)
+        if config.data_dir.is_dir():
+            from certkeeper.hostnames import suffixes
+
+            suffixes.cache_in(config.data_dir)  # the Public Suffix List, parsed once per list
+        sealer = _sealer(config, create=create)
         busy = config.settings.store.busy_timeout_seconds
         engine = db.make_engine(config.store_url, busy_timeout=busy)
         try:
@@ -93,7 +180,7 @@ class Service:
             db.ensure_current(engine, auto_upgrade=False)
             log.info("the store's disk cannot be written: opened it read-only")
         clock = clock or SystemClock()
-        return cls(config, Store(db.session_factory(engine), sealer, clock), clock=clock, node=node)
+        return cls(config, Store(engine, sealer, clock), clock=clock, node=node)
 
     # -- shortcuts for what most callers need ---------------------------------------------------
 

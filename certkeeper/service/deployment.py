@@ -28,7 +28,7 @@ from certkeeper.service.specs import SOURCE_UNCONFIGURED, binding_key
 from certkeeper.store import certificates, deployments, events, leases, revisions
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,23 @@ class Deployment:
         """Certificates with bindings that are still configured (not ``unconfigured``)."""
         with self.context.store.session() as session:
             with_bindings = set(certificates.ids_with_bindings(session))
-            return [cert_id for cert_id, _names, source in certificates.with_names(session)
+            return [cert_id for cert_id, source in certificates.sources(session)
                     if cert_id in with_bindings and source != SOURCE_UNCONFIGURED]
+
+    def unsettled(self, cert_ids: list[str]) -> list[str]:
+        """Of ``cert_ids``, those with something to deploy on this node: a binding here that does
+        not serve the current revision yet. Two queries for all of them, so a pass over a store
+        where everything is in place costs no query per certificate; :meth:`deploy` decides the
+        rest (backoff, the rollout gate) for the others."""
+        with self.context.store.session() as session:
+            serving = deployments.serving_current(session, self.context.node)
+            bindings = certificates.bindings_of(session)
+        unsettled = []
+        for cert_id in cert_ids:
+            keys = {target.key for target in self.targets(bindings.get(cert_id, []))}
+            if not keys <= serving.get(cert_id, set()):
+                unsettled.append(cert_id)
+        return unsettled
 
     def deploy(self, cert_id: str, *, force: bool = False) -> list[DeployResult]:
         """Deploy the current revision to this node's bindings, verify, roll back on failure."""
@@ -128,7 +143,7 @@ class Deployment:
                     found.append((cert_id, self.binder(cert_id, target)))
         return found
 
-    def _gate(self, session: Session, cert_id: str, revision_id: int, now: datetime) -> str | None:
+    def _gate(self, session: Connection, cert_id: str, revision_id: int, now: datetime) -> str | None:
         """The rollout gate's facts, gathered for this node (see :mod:`certkeeper.lifecycle.rollout`)."""
         settings = self.context.config.settings.daemon
         order = rollout_order(settings.canary, settings.rollout_order)
@@ -211,11 +226,11 @@ class Deployment:
         mismatch = verification is not None and not verification.ok
         kind = EventKind.VERIFY_MISMATCH if mismatch else EventKind.DEPLOY_FAILED
         with self.context.store.session() as session:
-            row = deployments.find(session, revision_id, key, node)
-            assert row is not None
-            row.state, row.error, row.updated_at = DeploymentState.FAILED.value, error, now
-            row.served_fingerprint = served
-            row.next_attempt_at = next_attempt_after_failure(attempts, now)
+            found = deployments.update_target(
+                session, revision_id, key, node, state=DeploymentState.FAILED.value, error=error, updated_at=now,
+                served_fingerprint=served, next_attempt_at=next_attempt_after_failure(attempts, now),
+            )
+            assert found
             events.record(session, kind.value, f"{key}: {error}", at=now, certificate_id=cert_id,
                           revision_id=revision_id, node=node, details={"binding": key})
         self.alerting.event(
@@ -230,13 +245,13 @@ class Deployment:
         node, now = self.context.node, self.context.clock.now()
         proven = bool(verification.checks)
         with self.context.store.session() as session:
-            row = deployments.find(session, revision_id, key, node)
-            assert row is not None
-            row.state = (DeploymentState.VERIFIED if proven else DeploymentState.DEPLOYED).value
-            row.served_fingerprint = verification.served_fingerprint if proven else None
-            row.verified_at = now if proven else None
-            row.deployed_at = now
-            row.error, row.next_attempt_at = None, None
+            found = deployments.update_target(
+                session, revision_id, key, node,
+                state=(DeploymentState.VERIFIED if proven else DeploymentState.DEPLOYED).value,
+                served_fingerprint=verification.served_fingerprint if proven else None,
+                verified_at=now if proven else None, deployed_at=now, error=None, next_attempt_at=None,
+            )
+            assert found
             events.record(
                 session, EventKind.DEPLOYED.value,
                 f"{key}: revision {bundle.revision} deployed" + (", served certificate verified" if proven else ""),
@@ -266,12 +281,10 @@ class Deployment:
                     ok, summary, served = False, str(exc), None
                 now = self.context.clock.now()
                 with self.context.store.session() as session:
-                    row = deployments.find(session, revision_id, target.key, node)
-                    if row is not None:
-                        row.served_fingerprint = served
-                        row.updated_at = now
-                        if ok:
-                            row.verified_at = now
+                    seen: dict[str, Any] = {"served_fingerprint": served, "updated_at": now}
+                    if ok:
+                        seen["verified_at"] = now
+                    deployments.update_target(session, revision_id, target.key, node, **seen)
                 if not ok:
                     self.alerting.event(
                         EventKind.VERIFY_MISMATCH, cert_id, f"{target.key}: {summary}",

@@ -163,7 +163,7 @@ class Inventory:
         with self.context.store.session() as session:
             row = revisions.current(session, cert_id)
             assert row is not None
-            row.revoked_at, row.revocation_reason = self.context.clock.now(), reason
+            revisions.mark_revoked(session, row.id, at=self.context.clock.now(), reason=reason)
             events.record(session, "revoked", f"revision {row.number} revoked ({reason})",
                           at=self.context.clock.now(), certificate_id=cert_id, revision_id=row.id,
                           node=self.context.node)

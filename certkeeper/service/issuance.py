@@ -23,7 +23,7 @@ from certkeeper.errors import CertkeeperError, IssuanceError, IssuancePending
 from certkeeper.issuers import Issuer, SupportsRenewalInfo
 from certkeeper.lifecycle.backoff import next_attempt_after_failure
 from certkeeper.lifecycle.renewal import renewal_time
-from certkeeper.model import EventKind, IssueRequest, KeyType, RevisionState
+from certkeeper.model import EventKind, IssueRequest, KeyType
 from certkeeper.pki import acceptance, parse
 from certkeeper.pki import csr as pki_csr
 from certkeeper.pki import keys as pki_keys
@@ -137,7 +137,7 @@ class Issuance:
 
         def save_checkpoint(data: Mapping[str, Any]) -> None:
             with self.context.store.session() as session:
-                revisions.get(session, attempt.revision_id).checkpoint = dict(data)
+                revisions.save_checkpoint(session, attempt.revision_id, data)
 
         request = IssueRequest(
             certificate_id=cert_id, names=names, csr_pem=attempt.csr_pem, key_type=key_type,
@@ -192,8 +192,8 @@ class Issuance:
                         pending.id, pending.number, revisions.open_key(store.sealer, pending), None,
                         (pending.csr_pem or "").encode(), pending.checkpoint, replaces, current_id,
                     )
-                pending.state = RevisionState.FAILED.value
-                pending.error = "abandoned: the certificate's spec changed while this request was pending"
+                revisions.fail(session, pending.id,
+                               "abandoned: the certificate's spec changed while this request was pending")
         progress(f"generating a {key_type.value} key")
         key = pki_keys.generate_private_key(key_type)
         key_pem = pki_keys.private_key_pem(key)
@@ -224,7 +224,7 @@ class Issuance:
             cert = certificates.get(session, cert_id)
             due = renewal_time(info.not_before, info.not_after, renew_before=renew_before_of(cert.renew_before_seconds))
             revisions.mark_issued(
-                revisions.get(session, attempt.revision_id), cert_pem=accepted.cert_pem,
+                session, attempt.revision_id, cert_pem=accepted.cert_pem,
                 chain_pem=accepted.chain_pem, facts=_revision_facts(info, due), now=now,
             )
             recovered = certificates.record_success(session, cert_id)
@@ -265,11 +265,10 @@ class Issuance:
         now = self.context.clock.now()
         with self.context.store.session() as session:
             revision = revisions.get(session, revision_id)
-            revision.error = str(exc)
             # a retryable failure after the CA accepted the request (an ACME order, an AD CS request
             # id) keeps the revision pending: the next attempt resumes it instead of asking again
             resumable = exc.retryable and bool(revision.checkpoint)
-            revision.state = RevisionState.PENDING.value if resumable else RevisionState.FAILED.value
+            revisions.fail(session, revision_id, str(exc), keep_pending=resumable)
             count = certificates.get(session, cert_id).failure_count + 1
             next_at = next_attempt_after_failure(count, now, retry_after=exc.retry_after)
             failures = certificates.record_failure(
@@ -317,16 +316,16 @@ class Issuance:
             if current is None or current.not_before is None or current.not_after is None:
                 return None
             changed = (current.ari_window_start, current.ari_window_end) != (window.start, window.end)
-            current.ari_window_start, current.ari_window_end = window.start, window.end
-            current.ari_explanation_url = window.explanation_url
-            current.ari_next_check_at = window.retry_after
-            if changed:
-                # a new window is the one time the renewal time is drawn again
-                current.renewal_time = renewal_time(
-                    current.not_before, current.not_after, ari=window,
-                    renew_before=renew_before_of(cert.renew_before_seconds),
-                )
-            return current.renewal_time
+            # a new window is the one time the renewal time is drawn again
+            drawn = renewal_time(
+                current.not_before, current.not_after, ari=window,
+                renew_before=renew_before_of(cert.renew_before_seconds),
+            ) if changed else None
+            revisions.set_renewal_info(
+                session, current.id, window_start=window.start, window_end=window.end,
+                explanation_url=window.explanation_url, next_check_at=window.retry_after, renewal_time=drawn,
+            )
+            return drawn or current.renewal_time
 
 
 def _revision_facts(info: parse.CertInfo, due: datetime) -> dict[str, Any]:

@@ -177,7 +177,8 @@ class Reconciler:
 
     def _deploy(self, cert_ids: list[str] | None, report: ReconcileReport) -> None:
         deployable = self.deployment.deployable()
-        for cert_id in [cert_id for cert_id in cert_ids if cert_id in deployable] if cert_ids else deployable:
+        wanted = [cert_id for cert_id in cert_ids if cert_id in deployable] if cert_ids else deployable
+        for cert_id in self.deployment.unsettled(wanted):  # what is already served is skipped at once
             try:
                 results = self.deployment.deploy(cert_id)
             except Exception as exc:

@@ -20,7 +20,7 @@ from certkeeper.service.context import ServiceContext
 from certkeeper.store import certificates
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
 
     from certkeeper.config import CertificateSettings
 
@@ -75,13 +75,23 @@ class Specs:
         """
         self.check_bindings()
         store, now = self.context.store, self.context.clock.now()
+        configured_certificates = self.context.config.settings.certificates
+        with store.session() as session:  # one read; a write only for what changed
+            stored = certificates.find_many(session, [cert.id for cert in configured_certificates])
         ids = []
-        for index, cert in enumerate(self.context.config.settings.certificates):
+        for index, cert in enumerate(configured_certificates):
             names = self._config_names(index, cert.names, cert.issuer)
             renew_before = int(cert.renew_before_days * 86400) if cert.renew_before_days else None
-            bindings = [binding.model_dump(exclude_none=True) for binding in cert.bindings]
+            # as JSON stores them (lists, not tuples), so an unchanged binding compares equal
+            bindings = [binding.model_dump(mode="json", exclude_none=True) for binding in cert.bindings]
+            ids.append(cert.id)
+            if certificates.spec_changes(
+                stored.get(cert.id), names=names, issuer=cert.issuer, key_type=cert.key_type.value,
+                source=SOURCE_CONFIG, renew_before_seconds=renew_before, bindings=bindings,
+            ) is None:
+                continue
 
-            def upsert(session: Session, cert: CertificateSettings = cert, names: tuple[str, ...] = names,
+            def upsert(session: Connection, cert: CertificateSettings = cert, names: tuple[str, ...] = names,
                        renew_before: int | None = renew_before, bindings: list[dict[str, Any]] = bindings) -> bool:
                 return certificates.upsert(
                     session, cert.id, names=names, issuer=cert.issuer, key_type=cert.key_type.value,
@@ -89,10 +99,9 @@ class Specs:
                 )
 
             store.run(upsert)
-            ids.append(cert.id)
         configured = set(ids)
         with store.session() as session:
-            for cert_id, _names, source in certificates.with_names(session):
+            for cert_id, source in certificates.sources(session):
                 if source == SOURCE_CONFIG and cert_id not in configured:
                     log.warning("%s is no longer in the config: kept in the store, no longer deployed", cert_id,
                                 extra={"cert": cert_id})
@@ -215,7 +224,7 @@ class Specs:
         """Create or update the spec ``certkeeper issue`` asked for (keeping its other settings)."""
         store, now = self.context.store, self.context.clock.now()
 
-        def upsert(session: Session) -> bool:
+        def upsert(session: Connection) -> bool:
             existing = certificates.find(session, cert_id)
             chosen = key_type or (KeyType(existing.key_type) if existing else KeyType.RSA2048)
             return certificates.upsert(

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from certkeeper.errors import SchemaOutOfDate, StoreConflict, StoreError, StoreUnwritable
 
@@ -115,10 +114,6 @@ def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
 @contextmanager
 def _alembic(engine: Engine) -> Iterator[tuple[Any, Any]]:
     from alembic.config import Config
@@ -212,7 +207,7 @@ def quick_certificate_ids(url: str) -> list[str]:
     completion). Raises whatever the database raises; the caller decides to stay silent."""
     from sqlalchemy import select
 
-    from certkeeper.store.schema import CertificateRow
+    from certkeeper.store.tables import certificates
 
     connect_args: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -222,7 +217,7 @@ def quick_certificate_ids(url: str) -> list[str]:
     engine = create_engine(url, connect_args=connect_args)
     try:
         with engine.connect() as connection:
-            return list(connection.scalars(select(CertificateRow.id)))
+            return list(connection.scalars(select(certificates.c.id)))
     finally:
         engine.dispose()
 

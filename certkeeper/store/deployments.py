@@ -6,59 +6,94 @@ Every function takes the caller's session (see :class:`certkeeper.store.unit.Sto
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, CursorResult, func, insert, select, update
 
-from certkeeper.model import SERVED_STATES, DeploymentState
-from certkeeper.store.schema import DeploymentRow
+from certkeeper.model import SERVED_STATES, DeploymentState, RevisionState
+from certkeeper.store.tables import deployments as deployment_table
+from certkeeper.store.tables import revisions as revision_table
+
+D = deployment_table.c
 
 
-def find(session: Session, revision_id: int, binding: str, node: str) -> DeploymentRow | None:
-    return session.scalars(
-        select(DeploymentRow).where(
-            DeploymentRow.revision_id == revision_id, DeploymentRow.binding == binding, DeploymentRow.node == node
-        )
+@dataclass(frozen=True)
+class Deployment:
+    """One row of the ``deployments`` table."""
+
+    id: int
+    certificate_id: str
+    revision_id: int
+    binding: str
+    node: str
+    state: str
+    served_fingerprint: str | None
+    verified_at: datetime | None
+    deployed_at: datetime | None
+    attempts: int
+    next_attempt_at: datetime | None
+    error: str | None
+    details: dict[str, Any]
+    updated_at: datetime
+
+
+def find(session: Connection, revision_id: int, binding: str, node: str) -> Deployment | None:
+    row = session.execute(
+        select(deployment_table).where(D.revision_id == revision_id, D.binding == binding, D.node == node)
     ).first()
+    return None if row is None else Deployment(**row._mapping)
 
 
-def start(session: Session, cert_id: str, revision_id: int, binding: str, node: str, now: datetime) -> DeploymentRow:
+def start(session: Connection, cert_id: str, revision_id: int, binding: str, node: str, now: datetime) -> Deployment:
     """Mark the revision as being deployed on ``binding`` (one more attempt); returns the row."""
     row = find(session, revision_id, binding, node)
     if row is None:
-        row = DeploymentRow(
+        session.execute(insert(deployment_table).values(
             certificate_id=cert_id, revision_id=revision_id, binding=binding, node=node,
-            state=DeploymentState.DEPLOYING.value, attempts=0, details={}, updated_at=now,
-        )
-        session.add(row)
-    row.state, row.attempts, row.updated_at = DeploymentState.DEPLOYING.value, row.attempts + 1, now
-    return row
+            state=DeploymentState.DEPLOYING.value, attempts=1, details={}, updated_at=now,
+        ))
+    else:
+        session.execute(update(deployment_table).where(D.id == row.id).values(
+            state=DeploymentState.DEPLOYING.value, attempts=row.attempts + 1, updated_at=now))
+    started = find(session, revision_id, binding, node)
+    assert started is not None
+    return started
 
 
-def last_served_revision(session: Session, cert_id: str, binding: str, node: str, *, other_than: int) -> int | None:
+def update_target(session: Connection, revision_id: int, binding: str, node: str, **values: Any) -> bool:
+    """Change columns of the row of ``revision_id`` on ``binding`` and ``node``; False if there is none."""
+    result = session.execute(update(deployment_table).where(
+        D.revision_id == revision_id, D.binding == binding, D.node == node).values(**values))
+    assert isinstance(result, CursorResult)
+    return bool(result.rowcount)
+
+
+def last_served_revision(session: Connection, cert_id: str, binding: str, node: str, *,
+                         other_than: int) -> int | None:
     """The revision row id last deployed on this binding and node, other than ``other_than``:
     what to roll back to."""
     return session.scalars(
-        select(DeploymentRow.revision_id)
+        select(D.revision_id)
         .where(
-            DeploymentRow.certificate_id == cert_id, DeploymentRow.binding == binding, DeploymentRow.node == node,
-            DeploymentRow.revision_id != other_than,
-            DeploymentRow.state.in_([state.value for state in SERVED_STATES]),
+            D.certificate_id == cert_id, D.binding == binding, D.node == node,
+            D.revision_id != other_than,
+            D.state.in_([state.value for state in SERVED_STATES]),
         )
-        .order_by(DeploymentRow.updated_at.desc())
+        .order_by(D.updated_at.desc())
         .limit(1)
     ).first()
 
 
-def states_by_node(session: Session, cert_id: str, revision_id: int, nodes: Iterable[str]) -> dict[str, set[str]]:
+def states_by_node(session: Connection, cert_id: str, revision_id: int, nodes: Iterable[str]) -> dict[str, set[str]]:
     """For each node, the states of ``revision_id`` on its bindings (empty: not started there)."""
     wanted = list(nodes)
     states: dict[str, set[str]] = {node: set() for node in wanted}
     rows = session.execute(
-        select(DeploymentRow.node, DeploymentRow.state).where(
-            DeploymentRow.certificate_id == cert_id, DeploymentRow.revision_id == revision_id,
-            DeploymentRow.node.in_(wanted),
+        select(D.node, D.state).where(
+            D.certificate_id == cert_id, D.revision_id == revision_id,
+            D.node.in_(wanted),
         )
     )
     for node, state in rows:
@@ -66,16 +101,38 @@ def states_by_node(session: Session, cert_id: str, revision_id: int, nodes: Iter
     return states
 
 
-def all_rows(session: Session, cert_id: str | None = None) -> list[DeploymentRow]:
-    query = select(DeploymentRow).order_by(DeploymentRow.certificate_id, DeploymentRow.id)
+def serving_current(session: Connection, node: str) -> dict[str, set[str]]:
+    """certificate id -> the bindings of ``node`` that serve its current (newest issued) revision,
+    for every certificate at once."""
+    revision = revision_table.c
+    latest = (
+        select(revision.certificate_id, func.max(revision.number).label("number"))
+        .where(revision.state == RevisionState.ISSUED.value)
+        .group_by(revision.certificate_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(D.certificate_id, D.binding)
+        .join(revision_table, revision.id == D.revision_id)
+        .join(latest, (latest.c.certificate_id == revision.certificate_id) & (latest.c.number == revision.number))
+        .where(D.node == node, D.state.in_([state.value for state in SERVED_STATES]))
+    )
+    serving: dict[str, set[str]] = {}
+    for cert_id, binding in rows:
+        serving.setdefault(cert_id, set()).add(binding)
+    return serving
+
+
+def all_rows(session: Connection, cert_id: str | None = None) -> list[Deployment]:
+    query = select(deployment_table).order_by(D.certificate_id, D.id)
     if cert_id is not None:
-        query = query.where(DeploymentRow.certificate_id == cert_id)
-    return list(session.scalars(query))
+        query = query.where(D.certificate_id == cert_id)
+    return [Deployment(**row._mapping) for row in session.execute(query)]
 
 
-def latest_per_target(rows: Iterable[DeploymentRow]) -> dict[tuple[str, str, str], DeploymentRow]:
+def latest_per_target(rows: Iterable[Deployment]) -> dict[tuple[str, str, str], Deployment]:
     """The newest row per (certificate, node, binding): what each target holds now."""
-    latest: dict[tuple[str, str, str], DeploymentRow] = {}
+    latest: dict[tuple[str, str, str], Deployment] = {}
     for row in rows:
         key = (row.certificate_id, row.node, row.binding)
         if key not in latest or row.updated_at >= latest[key].updated_at:

@@ -5,17 +5,33 @@ Every function takes the caller's session (see :class:`certkeeper.store.unit.Sto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert, select
 
-from certkeeper.store.schema import EventRow
+from certkeeper.store.tables import events as event_table
+
+E = event_table.c
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the ``events`` table."""
+
+    id: int
+    at: datetime
+    kind: str
+    certificate_id: str | None
+    revision_id: int | None
+    node: str
+    message: str
+    details: dict[str, Any]
 
 
 def record(
-    session: Session,
+    session: Connection,
     kind: str,
     message: str,
     *,
@@ -25,17 +41,15 @@ def record(
     node: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        EventRow(
-            at=at, kind=kind, certificate_id=certificate_id, revision_id=revision_id, node=node, message=message,
-            details=details or {},
-        )
-    )
+    session.execute(insert(event_table).values(
+        at=at, kind=kind, certificate_id=certificate_id, revision_id=revision_id, node=node, message=message,
+        details=details or {},
+    ))
 
 
-def recent(session: Session, certificate_id: str | None = None, limit: int = 50) -> list[EventRow]:
+def recent(session: Connection, certificate_id: str | None = None, limit: int = 50) -> list[Event]:
     """The newest events first (of one certificate, or of all)."""
-    query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+    query = select(event_table).order_by(E.id.desc()).limit(limit)
     if certificate_id is not None:
-        query = query.where(EventRow.certificate_id == certificate_id)
-    return list(session.scalars(query))
+        query = query.where(E.certificate_id == certificate_id)
+    return [Event(**row._mapping) for row in session.execute(query)]

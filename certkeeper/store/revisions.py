@@ -8,74 +8,115 @@ outside the store sees a Fernet token.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from certkeeper.errors import NotFound
 from certkeeper.model import Bundle, RevisionState
-from certkeeper.sealing import Sealer
-from certkeeper.store.schema import DeploymentRow, RevisionRow
+from certkeeper.store.tables import deployments as deployment_table
+from certkeeper.store.tables import revisions as revision_table
+
+if TYPE_CHECKING:
+    from certkeeper.sealing import Sealer
+
+R = revision_table.c
+D = deployment_table.c
 
 
-def _newest(session: Session, cert_id: str, state: RevisionState) -> RevisionRow | None:
-    return session.scalars(
-        select(RevisionRow)
-        .where(RevisionRow.certificate_id == cert_id, RevisionRow.state == state.value)
-        .order_by(RevisionRow.number.desc())
-        .limit(1)
-    ).first()
+@dataclass(frozen=True)
+class Revision:
+    """One row of the ``revisions`` table (the key stays sealed: see :func:`open_key`)."""
+
+    id: int
+    certificate_id: str
+    number: int
+    state: str
+    origin: str
+    issuer: str
+    names: list[str]
+    key_type: str
+    key_encrypted: bytes
+    csr_pem: str | None
+    cert_pem: str | None
+    chain_pem: str | None
+    serial: str | None
+    fingerprint_sha256: str | None
+    thumbprint_sha1: str | None
+    not_before: datetime | None
+    not_after: datetime | None
+    renewal_time: datetime | None
+    ari_window_start: datetime | None
+    ari_window_end: datetime | None
+    ari_explanation_url: str | None
+    ari_next_check_at: datetime | None
+    checkpoint: dict[str, Any] | None
+    replaces_revision_id: int | None
+    error: str | None
+    requested_at: datetime
+    issued_at: datetime | None
+    revoked_at: datetime | None
+    revocation_reason: str | None
+
+    def __repr__(self) -> str:  # never the sealed key or the PEMs
+        return f"Revision({self.certificate_id!r}, number={self.number}, id={self.id}, state={self.state!r})"
 
 
-def current(session: Session, cert_id: str) -> RevisionRow | None:
+def _one(session: Connection, query: Any) -> Revision | None:
+    row = session.execute(query).first()
+    return None if row is None else Revision(**row._mapping)
+
+
+def current(session: Connection, cert_id: str) -> Revision | None:
     """The newest issued revision: what is (or should be) served."""
-    return _newest(session, cert_id, RevisionState.ISSUED)
+    return _one(session, select(revision_table)
+                .where(R.certificate_id == cert_id, R.state == RevisionState.ISSUED.value)
+                .order_by(R.number.desc())
+                .limit(1))
 
 
-def pending(session: Session, cert_id: str) -> RevisionRow | None:
+def pending(session: Connection, cert_id: str) -> Revision | None:
     """The request in flight (an ACME order placed, an AD CS request awaiting approval)."""
-    return _newest(session, cert_id, RevisionState.PENDING)
+    return _one(session, select(revision_table)
+                .where(R.certificate_id == cert_id, R.state == RevisionState.PENDING.value)
+                .order_by(R.number.desc())
+                .limit(1))
 
 
-def get(session: Session, revision_id: int) -> RevisionRow:
-    row = session.get(RevisionRow, revision_id)
+def get(session: Connection, revision_id: int) -> Revision:
+    row = _one(session, select(revision_table).where(R.id == revision_id))
     if row is None:
         raise NotFound(f"no revision {revision_id}")
     return row
 
 
-def by_number(session: Session, cert_id: str, number: int) -> RevisionRow | None:
-    return session.scalars(
-        select(RevisionRow).where(RevisionRow.certificate_id == cert_id, RevisionRow.number == number)
-    ).first()
+def by_number(session: Connection, cert_id: str, number: int) -> Revision | None:
+    return _one(session, select(revision_table).where(R.certificate_id == cert_id, R.number == number))
 
 
-def numbers(session: Session, revision_ids: Sequence[int]) -> dict[int, int]:
+def numbers(session: Connection, revision_ids: Sequence[int]) -> dict[int, int]:
     """Revision row id -> its number within its certificate."""
     if not revision_ids:
         return {}
-    rows = session.execute(select(RevisionRow.id, RevisionRow.number).where(RevisionRow.id.in_(list(revision_ids))))
+    rows = session.execute(select(R.id, R.number).where(R.id.in_(list(revision_ids))))
     return {row_id: number for row_id, number in rows}
 
 
-def history(session: Session, cert_id: str) -> list[RevisionRow]:
+def history(session: Connection, cert_id: str) -> list[Revision]:
     """Every stored revision of a certificate, newest first."""
-    return list(
-        session.scalars(
-            select(RevisionRow).where(RevisionRow.certificate_id == cert_id).order_by(RevisionRow.number.desc())
-        )
-    )
+    rows = session.execute(select(revision_table).where(R.certificate_id == cert_id).order_by(R.number.desc()))
+    return [Revision(**row._mapping) for row in rows]
 
 
-def next_number(session: Session, cert_id: str) -> int:
-    latest = session.scalar(select(func.max(RevisionRow.number)).where(RevisionRow.certificate_id == cert_id))
+def next_number(session: Connection, cert_id: str) -> int:
+    latest = session.scalar(select(func.max(R.number)).where(R.certificate_id == cert_id))
     return (latest or 0) + 1
 
 
 def add_pending(
-    session: Session,
+    session: Connection,
     sealer: Sealer,
     cert_id: str,
     *,
@@ -86,20 +127,17 @@ def add_pending(
     csr_pem: bytes,
     now: datetime,
     replaces_revision_id: int | None,
-) -> RevisionRow:
-    """A new request: its key sealed, its number the next one. Flushed, so ``id`` is set."""
-    row = RevisionRow(
+) -> Revision:
+    """A new request: its key sealed, its number the next one."""
+    return _add(session, dict(
         certificate_id=cert_id, number=next_number(session, cert_id), state=RevisionState.PENDING.value,
         origin="issued", issuer=issuer, names=list(names), key_type=key_type, key_encrypted=sealer.seal(key_pem),
         csr_pem=csr_pem.decode(), requested_at=now, replaces_revision_id=replaces_revision_id,
-    )
-    session.add(row)
-    session.flush()
-    return row
+    ))
 
 
 def add_imported(
-    session: Session,
+    session: Connection,
     sealer: Sealer,
     cert_id: str,
     *,
@@ -111,37 +149,68 @@ def add_imported(
     chain_pem: bytes,
     facts: Mapping[str, Any],
     now: datetime,
-) -> RevisionRow:
+) -> Revision:
     """An issued revision brought in from a file; ``facts`` holds serial, fingerprints, validity
     and renewal_time."""
-    row = RevisionRow(
+    return _add(session, dict(
         certificate_id=cert_id, number=next_number(session, cert_id), state=RevisionState.ISSUED.value,
         origin="imported", issuer=issuer, names=list(names), key_type=key_type, key_encrypted=sealer.seal(key_pem),
         cert_pem=cert_pem.decode(), chain_pem=chain_pem.decode(), requested_at=now, issued_at=now, **facts,
-    )
-    session.add(row)
-    session.flush()
-    return row
+    ))
+
+
+def _add(session: Connection, values: dict[str, Any]) -> Revision:
+    key = session.execute(insert(revision_table).values(**values)).inserted_primary_key
+    assert key is not None
+    return get(session, int(key[0]))
+
+
+def _set(session: Connection, revision_id: int, **values: Any) -> None:
+    session.execute(update(revision_table).where(R.id == revision_id).values(**values))
 
 
 def mark_issued(
-    row: RevisionRow, *, cert_pem: bytes, chain_pem: bytes, facts: Mapping[str, Any], now: datetime
+    session: Connection, revision_id: int, *, cert_pem: bytes, chain_pem: bytes, facts: Mapping[str, Any],
+    now: datetime,
 ) -> None:
     """A pending revision became a certificate; ``facts`` as for :func:`add_imported`."""
-    row.state = RevisionState.ISSUED.value
-    row.cert_pem, row.chain_pem = cert_pem.decode(), chain_pem.decode()
-    for name, value in facts.items():
-        setattr(row, name, value)
-    row.issued_at = now
-    row.checkpoint = None
-    row.error = None
+    _set(session, revision_id, state=RevisionState.ISSUED.value, cert_pem=cert_pem.decode(),
+         chain_pem=chain_pem.decode(), issued_at=now, checkpoint=None, error=None, **facts)
 
 
-def open_key(sealer: Sealer, row: RevisionRow) -> bytes:
+def save_checkpoint(session: Connection, revision_id: int, checkpoint: Mapping[str, Any]) -> None:
+    """What the issuer saved so far (an ACME order URL, an AD CS request id)."""
+    _set(session, revision_id, checkpoint=dict(checkpoint))
+
+
+def fail(session: Connection, revision_id: int, error: str, *, keep_pending: bool = False) -> None:
+    """The attempt failed with ``error``; ``keep_pending`` keeps the request to be resumed (the CA
+    accepted it and a retry can go on from its checkpoint)."""
+    state = RevisionState.PENDING if keep_pending else RevisionState.FAILED
+    _set(session, revision_id, state=state.value, error=error)
+
+
+def set_renewal_info(
+    session: Connection, revision_id: int, *, window_start: datetime, window_end: datetime,
+    explanation_url: str | None, next_check_at: datetime | None, renewal_time: datetime | None,
+) -> None:
+    """The CA's ARI window (RFC 9773) and, when it changed, the renewal time drawn from it."""
+    values: dict[str, Any] = {"ari_window_start": window_start, "ari_window_end": window_end,
+                              "ari_explanation_url": explanation_url, "ari_next_check_at": next_check_at}
+    if renewal_time is not None:
+        values["renewal_time"] = renewal_time
+    _set(session, revision_id, **values)
+
+
+def mark_revoked(session: Connection, revision_id: int, *, at: datetime, reason: str) -> None:
+    _set(session, revision_id, revoked_at=at, revocation_reason=reason)
+
+
+def open_key(sealer: Sealer, row: Revision) -> bytes:
     return sealer.open(row.key_encrypted)
 
 
-def bundle(sealer: Sealer, row: RevisionRow) -> Bundle:
+def bundle(sealer: Sealer, row: Revision) -> Bundle:
     """An issued revision with its key, as binders and exports take it."""
     if row.cert_pem is None or row.not_before is None or row.not_after is None:
         raise NotFound(f"revision {row.number} of {row.certificate_id!r} holds no certificate")
@@ -152,7 +221,7 @@ def bundle(sealer: Sealer, row: RevisionRow) -> Bundle:
     )
 
 
-def prunable(session: Session, cutoff: datetime) -> list[tuple[str, int, int]]:
+def prunable(session: Connection, cutoff: datetime) -> list[tuple[str, int, int]]:
     """Revisions no longer worth their encrypted key: (certificate id, number, row id).
 
     Those whose certificate expired before ``cutoff`` and failed requests made before it. Kept
@@ -161,46 +230,45 @@ def prunable(session: Session, cutoff: datetime) -> list[tuple[str, int, int]]:
     served, which ``status --nodes`` shows).
     """
     latest_deployments = (
-        select(func.max(DeploymentRow.id))
-        .group_by(DeploymentRow.certificate_id, DeploymentRow.binding, DeploymentRow.node)
+        select(func.max(D.id))
+        .group_by(D.certificate_id, D.binding, D.node)
         .scalar_subquery()
     )
-    served = select(DeploymentRow.revision_id).where(DeploymentRow.id.in_(latest_deployments))
-    newer = aliased(RevisionRow)
+    served = select(D.revision_id).where(D.id.in_(latest_deployments))
+    newer = revision_table.alias("newer")
     newest_issued = (
-        select(RevisionRow.id)
-        .where(RevisionRow.state == RevisionState.ISSUED.value)
+        select(R.id)
+        .where(R.state == RevisionState.ISSUED.value)
         .where(
-            RevisionRow.number
-            == select(func.max(newer.number))
-            .where(newer.certificate_id == RevisionRow.certificate_id, newer.state == RevisionState.ISSUED.value)
+            R.number
+            == select(func.max(newer.c.number))
+            .where(newer.c.certificate_id == R.certificate_id, newer.c.state == RevisionState.ISSUED.value)
             .scalar_subquery()
         )
     )
     query = (
-        select(RevisionRow.certificate_id, RevisionRow.number, RevisionRow.id)
+        select(R.certificate_id, R.number, R.id)
         .where(
             or_(
-                (RevisionRow.state == RevisionState.ISSUED.value) & (RevisionRow.not_after < cutoff),
-                (RevisionRow.state == RevisionState.FAILED.value) & (RevisionRow.requested_at < cutoff),
+                (R.state == RevisionState.ISSUED.value) & (R.not_after < cutoff),
+                (R.state == RevisionState.FAILED.value) & (R.requested_at < cutoff),
             )
         )
-        .where(RevisionRow.id.not_in(newest_issued), RevisionRow.id.not_in(served))
-        .order_by(RevisionRow.certificate_id, RevisionRow.number)
+        .where(R.id.not_in(newest_issued), R.id.not_in(served))
+        .order_by(R.certificate_id, R.number)
     )
     return [(row[0], row[1], row[2]) for row in session.execute(query)]
 
 
-def delete_many(session: Session, revision_ids: Sequence[int]) -> None:
+def delete_many(session: Connection, revision_ids: Sequence[int]) -> None:
     """Delete revisions (sealed keys included) and their deployment rows; events stay."""
-    session.execute(delete(DeploymentRow).where(DeploymentRow.revision_id.in_(revision_ids)))
-    session.execute(delete(RevisionRow).where(RevisionRow.id.in_(revision_ids)))
+    session.execute(delete(deployment_table).where(D.revision_id.in_(revision_ids)))
+    session.execute(delete(revision_table).where(R.id.in_(revision_ids)))
 
 
-def reseal_keys(session: Session, sealer: Sealer) -> int:
+def reseal_keys(session: Connection, sealer: Sealer) -> int:
     """Re-encrypt every revision's key under ``sealer``'s newest key."""
-    count = 0
-    for row in session.scalars(select(RevisionRow)):
-        row.key_encrypted = sealer.reseal(row.key_encrypted)
-        count += 1
-    return count
+    rows = session.execute(select(R.id, R.key_encrypted)).all()
+    for revision_id, sealed in rows:
+        _set(session, revision_id, key_encrypted=sealer.reseal(sealed))
+    return len(rows)

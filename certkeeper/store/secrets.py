@@ -7,52 +7,61 @@ on the way out. Every function takes the caller's session (see :class:`certkeepe
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from sqlalchemy import Connection, CursorResult, insert, select, update
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from certkeeper.errors import NotFound
-from certkeeper.sealing import Sealer
-from certkeeper.store.schema import IssuerStateRow, SecretRow
+from certkeeper.store.tables import issuer_state as state_table
+from certkeeper.store.tables import secrets as secret_table
 from certkeeper.store.unit import Store
 
+if TYPE_CHECKING:
+    from certkeeper.sealing import Sealer
 
-def put(session: Session, sealer: Sealer, name: str, value: str, now: datetime) -> None:
+S = secret_table.c
+P = state_table.c
+
+
+def _count(result: object) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def put(session: Connection, sealer: Sealer, name: str, value: str, now: datetime) -> None:
     sealed = sealer.seal(value.encode())
-    row = session.get(SecretRow, name)
-    if row is None:
-        session.add(SecretRow(name=name, value_encrypted=sealed, updated_at=now))
-    else:
-        row.value_encrypted, row.updated_at = sealed, now
+    if not _count(session.execute(update(secret_table).where(S.name == name)
+                                  .values(value_encrypted=sealed, updated_at=now))):
+        session.execute(insert(secret_table).values(name=name, value_encrypted=sealed, updated_at=now))
 
 
-def get(session: Session, sealer: Sealer, name: str) -> str:
-    row = session.get(SecretRow, name)
-    if row is None:
+def get(session: Connection, sealer: Sealer, name: str) -> str:
+    sealed = session.scalar(select(S.value_encrypted).where(S.name == name))
+    if sealed is None:
         raise NotFound(f"no stored secret named {name!r} (certkeeper secret set {name})")
-    return sealer.open(row.value_encrypted).decode()
+    return sealer.open(sealed).decode()
 
 
-def delete(session: Session, name: str) -> bool:
-    return bool(session.execute(sql_delete(SecretRow).where(SecretRow.name == name)).rowcount)  # type: ignore[attr-defined]
+def delete(session: Connection, name: str) -> bool:
+    return bool(_count(session.execute(sql_delete(secret_table).where(S.name == name))))
 
 
-def names(session: Session) -> list[tuple[str, datetime]]:
+def names(session: Connection) -> list[tuple[str, datetime]]:
     """(name, updated_at) of every stored secret; never the values."""
-    return [(row.name, row.updated_at) for row in session.scalars(select(SecretRow).order_by(SecretRow.name))]
+    return [(name, at) for name, at in session.execute(select(S.name, S.updated_at).order_by(S.name))]
 
 
-def reseal(session: Session, sealer: Sealer) -> int:
+def reseal(session: Connection, sealer: Sealer) -> int:
     """Re-encrypt every secret and every plugin state value under ``sealer``'s newest key."""
-    count = 0
-    for state in session.scalars(select(IssuerStateRow)):
-        state.value_encrypted = sealer.reseal(state.value_encrypted)
-        count += 1
-    for secret in session.scalars(select(SecretRow)):
-        secret.value_encrypted = sealer.reseal(secret.value_encrypted)
-        count += 1
-    return count
+    states = session.execute(select(P.issuer, P.key, P.value_encrypted)).all()
+    for issuer, key, sealed in states:
+        session.execute(update(state_table).where(P.issuer == issuer, P.key == key)
+                        .values(value_encrypted=sealer.reseal(sealed)))
+    stored = session.execute(select(S.name, S.value_encrypted)).all()
+    for name, sealed in stored:
+        session.execute(update(secret_table).where(S.name == name).values(value_encrypted=sealer.reseal(sealed)))
+    return len(states) + len(stored)
 
 
 class PluginState:
@@ -65,32 +74,31 @@ class PluginState:
         self._store = store
         self._namespace = namespace
 
+    def _where(self, key: str) -> tuple[object, ...]:
+        return (P.issuer == self._namespace, P.key == key)
+
     def get(self, key: str) -> bytes | None:
         with self._store.session() as session:
-            row = session.get(IssuerStateRow, (self._namespace, key))
-            return None if row is None else self._store.sealer.open(row.value_encrypted)
+            sealed = session.scalar(select(P.value_encrypted).where(*self._where(key)))  # type: ignore[arg-type]
+        return None if sealed is None else self._store.sealer.open(sealed)
 
     def put(self, key: str, value: bytes) -> None:
         sealed = self._store.sealer.seal(value)
         now = self._store.clock.now()
         with self._store.session() as session:
-            row = session.get(IssuerStateRow, (self._namespace, key))
-            if row is None:
-                session.add(IssuerStateRow(issuer=self._namespace, key=key, value_encrypted=sealed, updated_at=now))
-            else:
-                row.value_encrypted, row.updated_at = sealed, now
+            updated = session.execute(update(state_table).where(*self._where(key))  # type: ignore[arg-type]
+                                      .values(value_encrypted=sealed, updated_at=now))
+            if not _count(updated):
+                session.execute(insert(state_table).values(issuer=self._namespace, key=key, value_encrypted=sealed,
+                                                           updated_at=now))
 
     def delete(self, key: str) -> None:
         with self._store.session() as session:
-            session.execute(
-                sql_delete(IssuerStateRow).where(IssuerStateRow.issuer == self._namespace, IssuerStateRow.key == key)
-            )
+            session.execute(sql_delete(state_table).where(*self._where(key)))  # type: ignore[arg-type]
 
     def keys(self, prefix: str = "") -> list[str]:
         with self._store.session() as session:
             rows = session.scalars(
-                select(IssuerStateRow.key).where(
-                    IssuerStateRow.issuer == self._namespace, IssuerStateRow.key.startswith(prefix, autoescape=True)
-                )
+                select(P.key).where(P.issuer == self._namespace, P.key.startswith(prefix, autoescape=True))
             )
             return sorted(rows)

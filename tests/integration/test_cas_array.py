@@ -37,7 +37,9 @@ from certkeeper.daemon import Daemon
 from certkeeper.reports import node_matrix
 from certkeeper.service import Service
 from certkeeper.store import leases
-from certkeeper.store.schema import DeploymentRow, EventRow, RevisionRow
+from certkeeper.store.tables import deployments as deployment_table
+from certkeeper.store.tables import events as event_table
+from certkeeper.store.tables import revisions as revision_table
 from tests.fixtures.certsrv import CertsrvDouble
 from tests.fixtures.gateways import NginxGateway, TestPKI, _stop, gateway_binding, start_cas_gateways
 from tests.fixtures.http import HttpStub
@@ -113,30 +115,33 @@ class Array:
 
     def revisions(self) -> list[tuple[int, str]]:
         with self.service().store.session() as session:
-            rows = session.scalars(select(RevisionRow).where(RevisionRow.certificate_id == "mail")
-                                   .order_by(RevisionRow.number))
-            return [(row.number, row.state) for row in rows]
+            rows = session.execute(select(revision_table.c.number, revision_table.c.state)
+                                   .where(revision_table.c.certificate_id == "mail")
+                                   .order_by(revision_table.c.number))
+            return [(number, state) for number, state in rows]
 
     def revision(self, number: int) -> tuple[int, str, int | None]:
         """(id, fingerprint, replaces_revision_id) of an issued revision."""
         with self.service().store.session() as session:
-            row = session.scalars(select(RevisionRow).where(
-                RevisionRow.certificate_id == "mail", RevisionRow.number == number)).one()
+            row = session.execute(select(revision_table).where(
+                revision_table.c.certificate_id == "mail", revision_table.c.number == number)).one()
             assert row.state == "issued" and row.fingerprint_sha256, (row.number, row.state)
             return row.id, row.fingerprint_sha256, row.replaces_revision_id
 
     def deployments(self) -> dict[tuple[int, str], tuple[str, str | None]]:
         """(revision number, node) -> (state, error)."""
         with self.service().store.session() as session:
-            rows = session.execute(select(RevisionRow.number, DeploymentRow.node, DeploymentRow.state,
-                                          DeploymentRow.error)
-                                   .join(RevisionRow, RevisionRow.id == DeploymentRow.revision_id))
+            d, r = deployment_table.c, revision_table.c
+            rows = session.execute(select(r.number, d.node, d.state, d.error)
+                                   .select_from(deployment_table)
+                                   .join(revision_table, r.id == d.revision_id))
             return {(number, node): (state, error) for number, node, state, error in rows}
 
     def events(self, *kinds: str) -> list[tuple[str, int | None, str | None]]:
         with self.service().store.session() as session:
-            rows = session.scalars(select(EventRow).where(EventRow.kind.in_(kinds)).order_by(EventRow.id))
-            return [(row.kind, row.revision_id, row.node) for row in rows]
+            e = event_table.c
+            rows = session.execute(select(e.kind, e.revision_id, e.node).where(e.kind.in_(kinds)).order_by(e.id))
+            return [(kind, revision_id, node) for kind, revision_id, node in rows]
 
     def issuer(self) -> str | None:
         with self.service().store.session() as session:
@@ -301,7 +306,7 @@ def test_an_issuer_that_dies_mid_issuance_is_replaced_when_its_lease_expires(
 def _all_deployments(array: Array) -> list[dict[str, Any]]:
     with array.service().store.session() as session:
         return [{"revision_id": row.revision_id, "node": row.node, "state": row.state}
-                for row in session.scalars(select(DeploymentRow))]
+                for row in session.execute(select(deployment_table))]
 
 
 def test_a_failing_canary_stops_the_rollout_and_keeps_its_certificate(array: Array, http_stub: HttpStub) -> None:

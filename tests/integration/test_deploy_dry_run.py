@@ -48,14 +48,14 @@ def _served_then_renewed(ck: Any, home: Path) -> None:
     from certkeeper import config as config_module
     from certkeeper.service import Service
     from certkeeper.store import revisions
-    from certkeeper.store.schema import DeploymentRow
+    from certkeeper.store.tables import deployments
 
     service = Service.open(config_module.load(str(home / "certkeeper.toml")))
     with service.store.session() as session:
         first = revisions.current(session, "oa")
         assert first is not None
-        session.add(
-            DeploymentRow(
+        session.execute(
+            deployments.insert().values(
                 certificate_id="oa",
                 revision_id=first.id,
                 binding="oa",

@@ -121,7 +121,7 @@ def test_the_daemon_logs_one_line_per_pass_when_the_store_is_down(
     daemon = Daemon(config_module.load(), node="cas01")
     try:
         down = db.make_engine(f"postgresql+psycopg://certkeeper@127.0.0.1:{free_port()}/x?connect_timeout=1")
-        daemon.service.store.sessions.configure(bind=down)
+        daemon.service.store.engine = down
         with caplog.at_level(logging.INFO):
             daemon.reconcile()
             daemon.deliver_alerts()

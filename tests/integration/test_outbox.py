@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from certkeeper.clock import FrozenClock
 from certkeeper.errors import NotifyError
@@ -25,7 +24,8 @@ from certkeeper.notifiers.slack import SlackNotifier
 from certkeeper.outbox import BACKOFF_CAP, Outbox, backoff
 from certkeeper.sealing import Sealer, generate_key
 from certkeeper.store import db
-from certkeeper.store.schema import OutboxRow
+from certkeeper.store.alerts import Alert
+from certkeeper.store.tables import outbox
 from certkeeper.store.unit import Store
 from tests.fixtures.http import HttpStub, Reply
 from tests.fixtures.mail import SMTP_PASSWORD, MailServer
@@ -34,23 +34,23 @@ from tests.integration.notifier_helpers import SLACK_CANARY, context, expiring_e
 SLACK_PATH = "/services/T000/B000/XXX"
 
 
-def make_outbox(sessions: sessionmaker[Session], clock: FrozenClock, **options: Any) -> Outbox:
-    return Outbox(Store(sessions, Sealer([generate_key()]), clock), **options)
+def make_outbox(engine: Engine, clock: FrozenClock, **options: Any) -> Outbox:
+    return Outbox(Store(engine, Sealer([generate_key()]), clock), **options)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, sessionmaker[Session]]]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
     """The same outbox tests on SQLite (a file) and on PostgreSQL (a fresh schema)."""
     url = f"sqlite:///{tmp_path}/t.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     engine = db.make_engine(url)
     db.upgrade(engine)
-    yield engine, db.session_factory(engine)
+    yield engine, engine
     engine.dispose()
 
 
-def rows(factory: sessionmaker[Session]) -> list[OutboxRow]:
-    with factory() as session:
-        return list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+def rows(engine: Engine) -> list[Alert]:
+    with engine.connect() as connection:
+        return [Alert(**row._mapping) for row in connection.execute(select(outbox).order_by(outbox.c.id))]
 
 
 def renewed_event(clock: FrozenClock) -> Event:
@@ -89,7 +89,7 @@ def test_backoff_schedule() -> None:
     assert backoff(40) == BACKOFF_CAP
 
 
-def test_enqueue_dedupes_per_notifier_and_key(store: tuple[Engine, sessionmaker[Session]],
+def test_enqueue_dedupes_per_notifier_and_key(store: tuple[Engine, Engine],
                                               clock: FrozenClock) -> None:
     _engine, factory = store
     outbox = make_outbox(factory, clock)
@@ -113,7 +113,7 @@ def test_enqueue_dedupes_per_notifier_and_key(store: tuple[Engine, sessionmaker[
 
 
 def test_outage_smtp_421_554_slack_429_500_every_alert_delivered_once(
-    store: tuple[Engine, sessionmaker[Session]], clock: FrozenClock, tmp_path: Path,
+    store: tuple[Engine, Engine], clock: FrozenClock, tmp_path: Path,
     smtp_server: MailServer, http_stub: HttpStub, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The issue's must-show: SMTP refusing (421, then 554) and Slack answering 429 then 500;
@@ -176,15 +176,14 @@ def test_outage_smtp_421_554_slack_429_500_every_alert_delivered_once(
     assert ok_times[1] - ok_times[0] >= 0.95
     # No secret in the log, nor in the store (row 33 of the reliability matrix).
     assert SLACK_CANARY not in caplog.text and SMTP_PASSWORD not in caplog.text
-    with factory() as session:
-        stored = " ".join(f"{row.payload} {row.last_error}" for row in session.scalars(select(OutboxRow)))
+    stored = " ".join(f"{row.payload} {row.last_error}" for row in rows(factory))
     assert SLACK_CANARY not in stored and SMTP_PASSWORD not in stored
     if _engine.url.get_backend_name() == "sqlite":
         database = Path(str(_engine.url.database)).read_bytes()
         assert SLACK_CANARY.encode() not in database and SMTP_PASSWORD.encode() not in database
 
 
-def test_survives_restart(store: tuple[Engine, sessionmaker[Session]], clock: FrozenClock,
+def test_survives_restart(store: tuple[Engine, Engine], clock: FrozenClock,
                           tmp_path: Path, http_stub: HttpStub) -> None:
     engine, factory = store
     http_stub.script(SLACK_PATH, Reply(500))
@@ -195,7 +194,7 @@ def test_survives_restart(store: tuple[Engine, sessionmaker[Session]], clock: Fr
 
     restarted_engine = db.make_engine(engine.url.render_as_string(hide_password=False))
     try:
-        second = make_outbox(db.session_factory(restarted_engine), clock)
+        second = make_outbox(restarted_engine, clock)
         notifiers: dict[str, Notifier] = {"ops": slack_notifier(http_stub, clock, tmp_path)}
         [waiting] = second.pending()
         assert waiting.attempts == 1 and not waiting.dead and "HTTP 500" in (waiting.last_error or "")
@@ -211,7 +210,7 @@ def test_survives_restart(store: tuple[Engine, sessionmaker[Session]], clock: Fr
         restarted_engine.dispose()
 
 
-def test_a_notifier_bug_never_escapes(store: tuple[Engine, sessionmaker[Session]], clock: FrozenClock,
+def test_a_notifier_bug_never_escapes(store: tuple[Engine, Engine], clock: FrozenClock,
                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     _engine, factory = store
@@ -232,7 +231,7 @@ def test_a_notifier_bug_never_escapes(store: tuple[Engine, sessionmaker[Session]
     assert len(broken.events) == 1 and len(healthy.events) == 1
 
 
-def test_permanent_error_is_dead_and_listed(store: tuple[Engine, sessionmaker[Session]], clock: FrozenClock,
+def test_permanent_error_is_dead_and_listed(store: tuple[Engine, Engine], clock: FrozenClock,
                                             tmp_path: Path, http_stub: HttpStub) -> None:
     _engine, factory = store
     outbox = make_outbox(factory, clock)
@@ -249,7 +248,7 @@ def test_permanent_error_is_dead_and_listed(store: tuple[Engine, sessionmaker[Se
     assert len(http_stub.received()) == 1
 
 
-def test_gives_up_after_max_attempts_and_max_age(store: tuple[Engine, sessionmaker[Session]],
+def test_gives_up_after_max_attempts_and_max_age(store: tuple[Engine, Engine],
                                                  clock: FrozenClock) -> None:
     _engine, factory = store
     outbox = make_outbox(factory, clock, max_attempts=3)
@@ -271,7 +270,7 @@ def test_gives_up_after_max_attempts_and_max_age(store: tuple[Engine, sessionmak
     assert second.dead and second.attempts == 2
 
 
-def test_unknown_notifier_waits_then_dies_of_age(store: tuple[Engine, sessionmaker[Session]],
+def test_unknown_notifier_waits_then_dies_of_age(store: tuple[Engine, Engine],
                                                  clock: FrozenClock) -> None:
     _engine, factory = store
     outbox = make_outbox(factory, clock)
@@ -283,7 +282,7 @@ def test_unknown_notifier_waits_then_dies_of_age(store: tuple[Engine, sessionmak
     assert row.dead and "not configured" in (row.last_error or "")
 
 
-def test_a_claimed_alert_is_not_sent_by_a_second_daemon(store: tuple[Engine, sessionmaker[Session]],
+def test_a_claimed_alert_is_not_sent_by_a_second_daemon(store: tuple[Engine, Engine],
                                                         clock: FrozenClock) -> None:
     """Two daemons on one store: while one is sending an alert, the other skips it."""
     _engine, factory = store
@@ -302,7 +301,7 @@ def test_a_claimed_alert_is_not_sent_by_a_second_daemon(store: tuple[Engine, ses
     assert rows(factory)[0].delivered_at is not None
 
 
-def test_slack_pacing_uses_min_interval(store: tuple[Engine, sessionmaker[Session]],
+def test_slack_pacing_uses_min_interval(store: tuple[Engine, Engine],
                                         clock: FrozenClock) -> None:
     _engine, factory = store
     now = [100.0]

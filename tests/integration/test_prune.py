@@ -16,7 +16,7 @@ from sqlalchemy import select
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
 from certkeeper.service import Service
-from certkeeper.store.schema import DeploymentRow, EventRow, RevisionRow
+from certkeeper.store.tables import deployments, events, revisions
 from tests.fixtures.core import run_cli
 from tests.support import FlakyIssuer
 
@@ -61,8 +61,8 @@ def _service(tmp_path: Path, clock: FrozenClock, store: dict[str, Any], **retent
 
 def _revisions(service: Service, cert_id: str) -> list[tuple[int, str]]:
     with service.store.session() as session:
-        rows = session.scalars(select(RevisionRow).where(RevisionRow.certificate_id == cert_id)
-                               .order_by(RevisionRow.number))
+        rows = session.execute(select(revisions).where(revisions.c.certificate_id == cert_id)
+                               .order_by(revisions.c.number))
         return [(row.number, row.state) for row in rows]
 
 
@@ -91,14 +91,14 @@ def test_expired_and_failed_revisions_go_current_and_served_stay(tmp_path: Path,
     assert len(owa) >= 3
     # a node that went away long ago still last served mail revision 3: that revision stays
     with service.store.session() as session:
-        three = session.scalar(select(RevisionRow.id).where(RevisionRow.certificate_id == "mail",
-                                                            RevisionRow.number == 3))
-        one = session.scalar(select(RevisionRow.id).where(RevisionRow.certificate_id == "mail",
-                                                          RevisionRow.number == 1))
-        session.add(DeploymentRow(certificate_id="mail", revision_id=one, binding="gateway", node="cas09",
-                                  state="verified", updated_at=clock.now()))
-        session.add(DeploymentRow(certificate_id="mail", revision_id=three, binding="gateway", node="cas09",
-                                  state="verified", updated_at=clock.now()))
+        three = session.scalar(select(revisions.c.id).where(revisions.c.certificate_id == "mail",
+                                                            revisions.c.number == 3))
+        one = session.scalar(select(revisions.c.id).where(revisions.c.certificate_id == "mail",
+                                                          revisions.c.number == 1))
+        for revision_id in (one, three):
+            session.execute(deployments.insert().values(certificate_id="mail", revision_id=revision_id,
+                                                        binding="gateway", node="cas09", state="verified",
+                                                        updated_at=clock.now()))
     # from here on nothing renews (no reconcile): every current revision expires, yet stays, as
     # the only thing `show` can tell about its certificate
 
@@ -117,9 +117,9 @@ def test_expired_and_failed_revisions_go_current_and_served_stay(tmp_path: Path,
     assert _revisions(service, "owa") == [owa[-1]]
     with service.store.session() as session:
         # the deployment row of the deleted revision went with it; the node's latest one stayed
-        assert [(d.revision_id, d.node) for d in session.scalars(select(DeploymentRow))] == [(three, "cas09")]
-        event = session.scalars(select(EventRow).where(EventRow.kind == "pruned",
-                                                       EventRow.certificate_id == "mail")).one()
+        assert [(d.revision_id, d.node) for d in session.execute(select(deployments))] == [(three, "cas09")]
+        event = session.execute(select(events).where(events.c.kind == "pruned",
+                                                     events.c.certificate_id == "mail")).one()
         assert event.details == {"revisions": [1, 2, 4]}
     # the store still works: the current revision opens, exports, and a second pass finds nothing
     assert service.inventory.prune(clock.now()) == []

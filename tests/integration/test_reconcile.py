@@ -187,7 +187,8 @@ def test_the_due_prefilter_never_misses_what_the_full_chain_would_issue(tmp_path
     service = _service(tmp_path, clock, certificates)
     service.specs.sync_config()
     with service.store.session() as session:
-        stored.get(session, "failing").failure_count = 1
+        stored.record_failure(session, "failing", now=clock.now(), message="down", retryable=True,
+                              next_attempt_at=clock.now())
         stored.upsert(session, "never", names=["never.contoso.com"], issuer="internal",
                             key_type="rsa2048", source="cli", now=clock.now())
 
@@ -229,3 +230,28 @@ def test_a_request_left_pending_by_a_failed_store_write_is_finished_without_forc
     assert [o.revision for o in report.issued] == [2]
     with restarted.store.session() as session:
         assert not stored.overview(session)[0].pending
+
+
+def test_a_config_sync_with_unchanged_bindings_writes_nothing(tmp_path: Path) -> None:
+    """A binding's options compare as stored (JSON lists, not tuples): syncing the same config
+    again leaves the spec's updated_at alone (it would otherwise make every certificate a due
+    candidate, and make read-only commands write)."""
+    clock = FrozenClock(START)
+    binding = {"type": "files", "fullchain": str(tmp_path / "out" / "mail.pem"), "key": str(tmp_path / "out" / "k"),
+               "verify": ["127.0.0.1:443"]}
+    certs = [{"id": "mail", "names": ["mail.contoso.com"], "bindings": [binding]},
+             {"id": "owa", "names": ["owa.contoso.com"], "bindings": [{**binding, "name": "second"}]}]
+    service = _service(tmp_path, clock, certs)
+    service.specs.sync_config()
+    first = {cert_id: certificate_row(service, cert_id) for cert_id in ("mail", "owa")}
+    clock.advance(timedelta(hours=1))
+    service.specs.sync_config()
+    again = {cert_id: certificate_row(service, cert_id) for cert_id in ("mail", "owa")}
+    assert again == first
+    assert again["mail"] is not None and again["mail"].bindings[0]["verify"] == ["127.0.0.1:443"]
+    certs[1]["names"] = ["owa.contoso.com", "autodiscover.contoso.com"]
+    clock.advance(timedelta(hours=1))
+    _service(tmp_path, clock, certs).specs.sync_config()
+    changed = certificate_row(service, "owa")
+    assert changed is not None and changed.updated_at == clock.now()
+    assert certificate_row(service, "mail") == first["mail"]

@@ -15,7 +15,8 @@ from sqlalchemy import insert
 
 from certkeeper.config import parse
 from certkeeper.service import Service
-from certkeeper.store.schema import CertificateRow, RevisionRow
+from certkeeper.store.tables import certificates as CertificateRow
+from certkeeper.store.tables import revisions as RevisionRow
 from tests.fixtures.core import REPO_ROOT, free_port, to_toml
 
 

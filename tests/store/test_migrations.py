@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from certkeeper.store import db
-from certkeeper.store.schema import Base
+from certkeeper.store.tables import metadata
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -24,7 +24,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _diff(engine) -> list[object]:  # type: ignore[no-untyped-def]
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return list(compare_metadata(context, Base.metadata))
+        return list(compare_metadata(context, metadata))
 
 
 def test_upgrade_downgrade_upgrade_and_no_drift(store_url: str) -> None:

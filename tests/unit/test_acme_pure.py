@@ -15,8 +15,9 @@ from cryptography.x509.oid import NameOID
 from certkeeper.errors import ConfigError, IssuanceError, IssuanceRejected
 from certkeeper.issuers.acme import ari
 from certkeeper.issuers.acme.client import NewOrder
-from certkeeper.issuers.acme.issuer import AcmeIssuer, pick_chain
+from certkeeper.issuers.acme.issuer import AcmeIssuer
 from certkeeper.issuers.acme.options import AcmeOptions
+from certkeeper.issuers.acme.orders import pick_chain
 from certkeeper.issuers.acme.problems import translate
 from certkeeper.issuers.acme.solvers.dns01 import challenge_fqdn, txt_value
 

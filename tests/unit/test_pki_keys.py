@@ -103,3 +103,19 @@ def test_load_private_key_refuses_ed25519() -> None:
     )
     with pytest.raises(InputError, match=r"k\.pem: Ed25519 keys are not supported"):
         load_private_key(pem, what="k.pem")
+
+
+def test_a_key_generated_ahead_is_taken_once_and_only_by_its_type() -> None:
+    from certkeeper.pki import keys
+
+    keys.generate_ahead(KeyType.RSA2048)
+    keys.generate_ahead(KeyType.RSA2048)  # one in flight per type is enough
+    other = generate_private_key(KeyType.ECDSA_P256)  # another type does not take it
+    assert list(keys._ahead) == [KeyType.RSA2048]
+    ahead = generate_private_key(KeyType.RSA2048)
+    assert not keys._ahead
+    fresh = generate_private_key(KeyType.RSA2048)
+    assert key_type_of(other) is KeyType.ECDSA_P256
+    assert key_type_of(ahead) is KeyType.RSA2048 and key_type_of(fresh) is KeyType.RSA2048
+    public = [key.public_key().public_numbers() for key in (ahead, fresh)]
+    assert public[0] != public[1]

@@ -107,10 +107,25 @@ class Deadline:
             time.sleep(seconds)
 
 
+def shared_http(connections: int = 32) -> requests.Session:
+    """One HTTP session for every :class:`Network` of an issuer: its connection pool keeps TLS
+    connections to the CA open between requests of different issuances (an ARI check right after
+    an order, twenty orders of one daemon pass), instead of a handshake and a CA bundle parse per
+    issuance. urllib3's pool is thread-safe; ACME sets no cookies."""
+    from requests.adapters import HTTPAdapter
+
+    http = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections)
+    http.mount("http://", adapter)
+    http.mount("https://", adapter)
+    return http
+
+
 class Network(acme_client.ClientNetwork):
     """``ClientNetwork`` with persistent badNonce retries and 429/5xx back-off.
 
-    One instance per issuance (it keeps a nonce pool and the last response; not thread-safe).
+    One instance per issuance (it keeps a nonce pool and the last response; not thread-safe);
+    ``http`` is a session shared with other instances (:func:`shared_http`), else its own.
     """
 
     def __init__(
@@ -125,16 +140,30 @@ class Network(acme_client.ClientNetwork):
         bad_nonce_retries: int = 12,
         busy_retries: int = 4,
         server_clock: ServerClock | None = None,
+        http: requests.Session | None = None,
+        nonces: set[str] | None = None,
     ) -> None:
         # requests merges REQUESTS_CA_BUNDLE only when verify is True: a path given here wins.
         super().__init__(key=key, alg=alg, verify_ssl=cast(bool, verify), user_agent=USER_AGENT,
                          timeout=cast(int, timeout))
+        self._shared_http = http is not None
+        if http is not None:
+            self.session.close()  # the one ClientNetwork made: no connection was opened on it
+            self.session = http
+        if nonces is not None:
+            # shared by the Networks of one issuer: every response brings a nonce back to the pool,
+            # so an issuance seldom starts with a HEAD to newNonce (a stale one is a badNonce, retried)
+            self._nonces = nonces
         self.deadline = deadline
         self.bad_nonce_retries = bad_nonce_retries
         self.busy_retries = busy_retries
         self.last_response: requests.Response | None = None
         self.server_clock = server_clock
         self.set_account_url(account_url)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_shared_http", False):  # a shared session outlives this issuance
+            super().__del__()
 
     def set_account_url(self, url: str | None) -> None:
         self.account = (messages.RegistrationResource(uri=url, body=messages.Registration())
@@ -153,6 +182,20 @@ class Network(acme_client.ClientNetwork):
             except DeserializationError:
                 pass
         return response
+
+    def _get_nonce(self, url: str, new_nonce_url: str) -> str:
+        # acme checks then pops; with a shared pool another thread may take the last nonce in between
+        while True:
+            try:
+                return self._nonces.pop()
+            except KeyError:
+                pass
+            log.debug("requesting a fresh nonce")
+            if new_nonce_url is None:
+                response = self.head(url)
+            else:
+                response = self._check_response(self.head(new_nonce_url), content_type=None)
+            self._add_nonce(response)
 
     def retry_after(self, response: requests.Response) -> float | None:
         """The response's Retry-After in seconds (an HTTP-date is measured against its Date)."""

@@ -85,7 +85,9 @@ class _Listener:
                 except OSError as exc:
                     raise IssuanceError(
                         f"http-01: cannot listen on {address}:{port}: {exc.strerror}") from exc
-                thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                # the poll interval is how long remove()'s shutdown() waits for the loop to notice:
+                # 10 ms, only while an order is being validated
+                thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
                                           name=f"http01-{port}", daemon=True)
                 thread.start()
                 entry = (server, thread)
