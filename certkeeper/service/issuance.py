@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from certkeeper import hostnames
-from certkeeper.errors import CertkeeperError, IssuanceError, IssuancePending
+from certkeeper.errors import CertkeeperError, ConcurrencyError, IssuanceError, IssuancePending
 from certkeeper.issuers import Issuer, SupportsRenewalInfo
 from certkeeper.lifecycle.backoff import next_attempt_after_failure
 from certkeeper.lifecycle.renewal import renewal_time
@@ -223,10 +223,11 @@ class Issuance:
         with self.context.store.session() as session:
             cert = certificates.get(session, cert_id)
             due = renewal_time(info.not_before, info.not_after, renew_before=renew_before_of(cert.renew_before_seconds))
-            revisions.mark_issued(
+            if not revisions.mark_issued(
                 session, attempt.revision_id, cert_pem=accepted.cert_pem,
                 chain_pem=accepted.chain_pem, facts=_revision_facts(info, due), now=now,
-            )
+            ):
+                raise _settled_elsewhere(cert_id, attempt.number)
             recovered = certificates.record_success(session, cert_id)
             event_details = {"serial": info.serial, "not_after": info.not_after.isoformat()}
             event_details.update({key: str(value) for key, value in details.items()})
@@ -268,7 +269,11 @@ class Issuance:
             # a retryable failure after the CA accepted the request (an ACME order, an AD CS request
             # id) keeps the revision pending: the next attempt resumes it instead of asking again
             resumable = exc.retryable and bool(revision.checkpoint)
-            revisions.fail(session, revision_id, str(exc), keep_pending=resumable)
+            if not revisions.fail(session, revision_id, str(exc), keep_pending=resumable):
+                # this process paused past its lease and another one settled the request meanwhile:
+                # its outcome stands, this late failure is not counted against the certificate
+                log.warning("%s: %s", cert_id, _settled_elsewhere(cert_id, revision.number), extra={"cert": cert_id})
+                return
             count = certificates.get(session, cert_id).failure_count + 1
             next_at = next_attempt_after_failure(count, now, retry_after=exc.retry_after)
             failures = certificates.record_failure(
@@ -333,3 +338,11 @@ def _revision_facts(info: parse.CertInfo, due: datetime) -> dict[str, Any]:
         "serial": info.serial, "fingerprint_sha256": info.fingerprint_sha256, "thumbprint_sha1": info.thumbprint_sha1,
         "not_before": info.not_before, "not_after": info.not_after, "renewal_time": due,
     }
+
+
+def _settled_elsewhere(cert_id: str, number: int) -> ConcurrencyError:
+    return ConcurrencyError(
+        f"request {number} of {cert_id!r} was settled by another certkeeper process while this one was "
+        f"paused past its lease; this process's outcome was not recorded (`certkeeper show {cert_id}` "
+        "shows the one that was)"
+    )

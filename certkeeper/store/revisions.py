@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, CursorResult, delete, func, insert, or_, select, update
 
 from certkeeper.errors import NotFound
 from certkeeper.model import Bundle, RevisionState
@@ -169,25 +169,42 @@ def _set(session: Connection, revision_id: int, **values: Any) -> None:
     session.execute(update(revision_table).where(R.id == revision_id).values(**values))
 
 
+def _settle(session: Connection, revision_id: int, **values: Any) -> bool:
+    """Update a revision only while it is still pending; False when another process (a node that
+    took over after this one paused past its lease) already settled it."""
+    result = session.execute(
+        update(revision_table)
+        .where(R.id == revision_id, R.state == RevisionState.PENDING.value)
+        .values(**values)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
+
+
 def mark_issued(
     session: Connection, revision_id: int, *, cert_pem: bytes, chain_pem: bytes, facts: Mapping[str, Any],
     now: datetime,
-) -> None:
-    """A pending revision became a certificate; ``facts`` as for :func:`add_imported`."""
-    _set(session, revision_id, state=RevisionState.ISSUED.value, cert_pem=cert_pem.decode(),
-         chain_pem=chain_pem.decode(), issued_at=now, checkpoint=None, error=None, **facts)
+) -> bool:
+    """A pending revision became a certificate; ``facts`` as for :func:`add_imported`.
+
+    Returns False, changing nothing, when the revision is no longer pending."""
+    return _settle(session, revision_id, state=RevisionState.ISSUED.value, cert_pem=cert_pem.decode(),
+                   chain_pem=chain_pem.decode(), issued_at=now, checkpoint=None, error=None, **facts)
 
 
 def save_checkpoint(session: Connection, revision_id: int, checkpoint: Mapping[str, Any]) -> None:
-    """What the issuer saved so far (an ACME order URL, an AD CS request id)."""
-    _set(session, revision_id, checkpoint=dict(checkpoint))
+    """What the issuer saved so far (an ACME order URL, an AD CS request id); only while the
+    revision is pending (a process that paused past its lease does not touch a settled one)."""
+    _settle(session, revision_id, checkpoint=dict(checkpoint))
 
 
-def fail(session: Connection, revision_id: int, error: str, *, keep_pending: bool = False) -> None:
+def fail(session: Connection, revision_id: int, error: str, *, keep_pending: bool = False) -> bool:
     """The attempt failed with ``error``; ``keep_pending`` keeps the request to be resumed (the CA
-    accepted it and a retry can go on from its checkpoint)."""
+    accepted it and a retry can go on from its checkpoint).
+
+    Returns False, changing nothing, when the revision is no longer pending."""
     state = RevisionState.PENDING if keep_pending else RevisionState.FAILED
-    _set(session, revision_id, state=state.value, error=error)
+    return _settle(session, revision_id, state=state.value, error=error)
 
 
 def set_renewal_info(

@@ -1,8 +1,9 @@
 """Leases for CAS arrays, on SQLite and on PostgreSQL (skipped with a message where absent), on a
 FrozenClock: nodes racing for a new lease, the issuer lease passing on one TTL after its holder's
 last renewal, a dead daemon's instance lock taken over at once on its own host, certificate leases
-a live daemon keeps alive, and a renewal decided before another node finished it never ordered
-again. Whole daemons in an array: tests/integration/test_cas_array.py."""
+a live daemon keeps alive, a renewal decided before another node finished it never ordered
+again, and a node that wakes up after another one settled its request recording nothing. Whole
+daemons in an array: tests/integration/test_cas_array.py."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import pytest
 from certkeeper.clock import FrozenClock
 from certkeeper.cluster import ISSUER_LEASE, Holder, Leases, instance_lease_name
 from certkeeper.config import parse
-from certkeeper.errors import ConcurrencyError
+from certkeeper.errors import ConcurrencyError, IssuanceError
 from certkeeper.service import Service
 from certkeeper.store import certificates, leases, revisions
+from tests.support import recent_events
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -149,6 +151,53 @@ def test_a_renewal_another_node_finished_meanwhile_is_not_ordered_again(tmp_path
         current = revisions.current(session, "mail")
         assert current is not None and current.number == 2
         assert revisions.next_number(session, "mail") == 3
+
+
+class _PausedPastItsLease:
+    """cas01's issuer: while the CA works, cas01 "pauses" (a VM freeze, a stopped process) past
+    its certificate lease, and cas02 takes the lease over and finishes the same request; then
+    cas01 wakes up with the CA's answer (``fails``: with a retryable error instead)."""
+
+    def __init__(self, real: Any, clock: FrozenClock, other: Service, *, fails: bool) -> None:
+        self.name, self.name_policy = real.name, real.name_policy
+        self.real, self.clock, self.other, self.fails = real, clock, other, fails
+
+    def issue(self, request: Any) -> Any:
+        result = self.real.issue(request)
+        self.clock.advance(self.other.context.issue_lease_ttl + timedelta(seconds=1))
+        outcome = self.other.issuance.issue_certificate("mail")
+        assert outcome is not None and outcome.revision == 1  # cas02 resumed cas01's request 1
+        if self.fails:
+            raise IssuanceError("CA unavailable (connection reset)", problem="serverInternal")
+        return result
+
+    def trust_anchors_pem(self) -> bytes:
+        return self.real.trust_anchors_pem()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["late-certificate", "late-failure"])
+def test_a_node_that_wakes_after_another_settled_its_request_records_nothing(
+    tmp_path: Path, store_url: str, fails: bool
+) -> None:
+    clock = FrozenClock(START)
+    first = _service(tmp_path, store_url, clock, "cas01")
+    second = _service(tmp_path, store_url, clock, "cas02")
+    first.specs.sync_config()
+    first.context.issuers["internal"] = _PausedPastItsLease(
+        first.context.issuer("internal"), clock, second, fails=fails
+    )
+    with pytest.raises(ConcurrencyError, match="settled by another certkeeper process") if not fails \
+            else pytest.raises(IssuanceError):
+        first.issuance.issue_certificate("mail")
+    with first.store.session() as session:
+        current = revisions.current(session, "mail")
+        assert current is not None and current.number == 1 and current.state == "issued"
+        assert current.error is None  # cas01's late failure did not overwrite cas02's certificate
+        assert revisions.next_number(session, "mail") == 2
+        row = certificates.get(session, "mail")
+        assert row.failure_count == 0 and row.last_failure_message is None
+    kinds = [event.kind for event in recent_events(first, "mail")]
+    assert kinds.count("issued") == 1 and "renewal_failed" not in kinds
 
 
 def _array_service(tmp_path: Path, url: str, clock: FrozenClock, node: str, names: list[str],

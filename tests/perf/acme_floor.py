@@ -46,7 +46,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    request_queue_size = 128  # acme.standalone's 5 stalls parallel orders (see reference/pebble.md)
+    # socketserver's default backlog of 5 drops connections when many parallel orders validate at once
+    request_queue_size = 128
     daemon_threads = True
 
 
