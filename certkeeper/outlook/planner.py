@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from certkeeper.errors import InvalidName
-from certkeeper.hostnames import covers, is_internal
+from certkeeper.hostnames import NamePolicy, covers, is_internal, normalize_name
 from certkeeper.hostnames import fold as normalize
 from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
 
@@ -78,6 +78,15 @@ def _check_syntax(name: str) -> str:
                 name, "syntax", "not a valid DNS name (letters, digits, hyphens; wildcard only as *.)"
             )
     return value
+
+
+def _public_refusal(name: str) -> InvalidName | None:
+    """Why a public CA would refuse ``name`` (the issuers' own PUBLIC check), or None."""
+    try:
+        normalize_name(name, policy=NamePolicy.PUBLIC)
+    except InvalidName as exc:
+        return exc
+    return None
 
 
 def principal_host(principal: str) -> str:
@@ -140,6 +149,14 @@ def plan(
                 "trust it (phones, home PCs) will warn.",
             )
         )
+
+    if public_ca:
+        for name in names:
+            if name in internal:
+                continue  # already named above, with the split-DNS advice
+            refusal = _public_refusal(name)
+            if refusal is not None and refusal.rule == "special-use":
+                notes.append(PlanNote("special-use-public-ca", "error", refusal.detail))
 
     wildcards = [name for name in names if name.startswith("*.")]
     if wildcards:

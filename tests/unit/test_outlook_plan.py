@@ -51,6 +51,12 @@ def test_external_host_that_is_the_autodiscover_name_is_not_repeated() -> None:
         ),
         ({"external_host": "*.contoso.com", "domains": ["contoso.com"]}, ["wildcard-msstd"], True),
         (
+            {"external_host": "mail.contoso.test", "domains": ["contoso.test"]},
+            ["special-use-public-ca", "special-use-public-ca"],
+            False,
+        ),
+        ({"external_host": "mail.contoso.test", "domains": ["contoso.test"], "public_ca": False}, [], True),
+        (
             {
                 "external_host": "mail.contoso.com",
                 "domains": ["contoso.com"],
