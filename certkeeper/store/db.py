@@ -6,7 +6,9 @@ share it; PostgreSQL (``postgresql+psycopg://``) is used when several CAS nodes 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +84,7 @@ def make_engine(url: str, *, immutable: bool = False, busy_timeout: float = SQLI
             from certkeeper.atomicfile import make_dirs
 
             make_dirs(Path(database).parent, 0o700)  # exactly 0700 whatever the umask
+            _create_private(Path(database))
         # the driver's timeout is SQLite's busy timeout (how long a write waits for another's)
         kwargs["connect_args"] = {"timeout": busy_timeout}
     else:
@@ -94,6 +97,21 @@ def make_engine(url: str, *, immutable: bool = False, busy_timeout: float = SQLI
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file as 0600 (an empty file is an empty database), so the store is
+    readable by its owner only whatever the umask; SQLite gives its -wal and -shm files the
+    database file's permissions (https://www.sqlite.org/src/file?name=src/os_unix.c,
+    findCreateFileMode). An existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    except OSError:
+        return  # unwritable folder or disk: opening the store reports it in its own words
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)  # the umask may have taken bits away, never added them: exact anyway
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -3,6 +3,9 @@ on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +62,30 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.SQLITE_BUSY_TIMEOUT_MS
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes; Windows relies on the data folder's DACL")
+def test_a_new_sqlite_store_and_its_wal_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # the usual umask would leave a database 0644
+    try:
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'data' / 'ck.db'}")
+        db.upgrade(engine)
+        with engine.connect() as connection:  # a reader keeps the -wal and -shm files in place
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "data").iterdir()}
+            assert modes == {"ck.db": 0o600, "ck.db-wal": 0o600, "ck.db-shm": 0o600}
+            connection.exec_driver_sql("SELECT 1")
+        engine.dispose()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+def test_an_existing_sqlite_store_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "ck.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)  # an administrator's choice (a backup group, say) is not undone
+    db.upgrade(db.make_engine(f"sqlite:///{path}"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 def test_head_constant_matches_alembic_head() -> None:
