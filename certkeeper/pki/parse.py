@@ -412,6 +412,9 @@ def _open_import(
         pass
     else:
         raise InputError(f"{what}: a private key without its certificate")
+    if not data.startswith(b"\x30"):  # a PFX and every DER object is an ASN.1 SEQUENCE (X.690 §8.9)
+        raise InputError(f"{what}: not a certificate file: neither PEM (no '-----BEGIN' line) nor a PFX "
+                         "or DER file")
     return load_pfx(data, password, what=what)
 
 

@@ -139,7 +139,9 @@ def build_files(folder: Path) -> dict[str, tuple[list[str], int, str]]:
                                               serialization.NoEncryption()), 1, "a private key without its certificate")
     add("mismatch.pem", _key_pem(ec.generate_private_key(ec.SECP256R1())) + _pem(good), 1, "does not match")
     add("empty.pem", b"", 1, "empty file")
-    add("garbage.bin", b"\x00\x01garbage" * 50, 1, "not a PFX")
+    add("garbage.bin", b"\x00\x01garbage" * 50, 1, "neither PEM (no '-----BEGIN' line) nor a PFX or DER file")
+    add("etc-passwd", b"root:x:0:0:root:/root:/bin/bash\n" * 20, 1, "not a certificate file")
+    add("damaged.pfx", b"\x30\x82\x01\x00" + b"\x00" * 100, 1, "not a PFX/PKCS#12 file, or it is truncated")
     add("truncated.pem", pki.bundle(_pem(good))[:-200], 1, "truncated PEM")
     # malformed certificates
     add("duplicate-san.pem", pki.bundle(_der_pem(pki.resign(good, _duplicate(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)))),
@@ -230,7 +232,8 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 CASES = [
     "good.pem", "good-any-order.pem", "expired.pem", "expired-allowed.pem", "ca-with-key.pem", "cert-only.pem",
     "cert-only.der", "ca-bundle.pem", "key-only.pem", "key-only.der", "mismatch.pem", "empty.pem", "garbage.bin",
-    "truncated.pem", "duplicate-san.pem", "duplicate-eku.pem", "version-4.pem", "version-4.der",
+    "etc-passwd", "damaged.pfx", "truncated.pem", "duplicate-san.pem", "duplicate-eku.pem", "version-4.pem",
+    "version-4.der",
     "malformed-san.pem", "malformed-ian.pem", "malformed-eku.pem", "malformed-basic-constraints.pem",
     "malformed-policies.pem", "malformed-name-constraints.pem", "openssl-good.pfx", "openssl-no-password.pfx",
     "openssl-needs-password.pfx", "openssl-wrong-password.pfx", "openssl-cas-only.pfx", "openssl-bad-san.pfx",
