@@ -251,10 +251,11 @@ def parse_address(address: str) -> tuple[str, int]:
 
 class Site(Protocol):
     """Another set of pages on the same server (:class:`certkeeper.web.server.StatusSite`):
-    answers its own paths (``headers`` keyed in Title-Case), None for the rest."""
+    answers its own paths (``headers`` keyed in Title-Case; ``client`` the peer's address), None
+    for the rest."""
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"", *,
-               tls: bool = False) -> Any: ...
+               tls: bool = False, client: str = "") -> Any: ...
 
 
 def serve(address: str, service: Service, state: DaemonState, health: Callable[[], dict[str, Any]],
@@ -292,7 +293,8 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
                 length = 0
             body = self.rfile.read(min(length, 65536)) if method == "POST" and length > 0 else b""
             headers = {name.title(): value for name, value in self.headers.items()}
-            response = site.handle(method, self.path, headers, body, tls=isinstance(self.connection, ssl.SSLSocket))
+            response = site.handle(method, self.path, headers, body, tls=isinstance(self.connection, ssl.SSLSocket),
+                                   client=str(self.client_address[0]))
             if response is None:
                 return False
             self._send(response.status, response.headers, response.body)

@@ -10,7 +10,11 @@ server:
   session cookie from ``/login`` (:func:`session_value`). The cookie holds an expiry and an
   HMAC-SHA256 of it keyed by the token, never the token: rotating the token ends every session.
 
-Tokens and cookies are compared with :func:`hmac.compare_digest` (constant time).
+Tokens and cookies are compared with :func:`hmac.compare_digest` (constant time), and a client
+that sends :data:`MAX_WRONG_TOKENS` wrong tokens within :data:`GUESS_WINDOW` is refused, right token
+or not, until the window has passed (:class:`WrongTokens`; OWASP Authentication Cheat Sheet,
+"Protect Against Automated Attacks",
+https://cheatsheetseries.owasp.org/cheatsheets/Authentication_Cheat_Sheet.html).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import threading
+from collections import OrderedDict, deque
 from datetime import datetime, timedelta
 
 #: the cookie the login sets
@@ -27,6 +33,12 @@ SESSION_LIFETIME = timedelta(hours=12)
 #: shorter tokens are refused at start: the page is reachable from the network
 MIN_TOKEN_LENGTH = 16
 _SESSION_CONTEXT = b"certkeeper status page session v1:"
+#: wrong tokens one client address may send within :data:`GUESS_WINDOW` before it is refused
+MAX_WRONG_TOKENS = 10
+GUESS_WINDOW = timedelta(minutes=5)
+#: client addresses remembered at most (the oldest is forgotten first), so a flood of
+#: addresses cannot grow the daemon's memory
+MAX_CLIENTS = 4096
 
 
 def is_loopback(host: str) -> bool:
@@ -148,3 +160,45 @@ def set_cookie(value: str, *, secure: bool, lifetime: timedelta = SESSION_LIFETI
     if secure:
         attributes.append("Secure")
     return "; ".join(attributes)
+
+
+class WrongTokens:
+    """Wrong tokens per client address, to refuse a client that guesses.
+
+    :meth:`refused_until` says whether a client is refused at ``now`` (and until when);
+    :meth:`record` counts one wrong token. Thread-safe: the daemon's HTTP server answers each
+    request on its own thread.
+    """
+
+    def __init__(self, limit: int = MAX_WRONG_TOKENS, window: timedelta = GUESS_WINDOW,
+                 max_clients: int = MAX_CLIENTS) -> None:
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self._seen: OrderedDict[str, deque[datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: datetime) -> deque[datetime]:
+        times = self._seen.get(client, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def refused_until(self, client: str, now: datetime) -> datetime | None:
+        """When ``client`` may try again, if it has sent ``limit`` wrong tokens within the window."""
+        with self._lock:
+            times = self._recent(client, now)
+            if not times:
+                self._seen.pop(client, None)
+            if len(times) >= self.limit:
+                return times[-self.limit] + self.window
+            return None
+
+    def record(self, client: str, now: datetime) -> bool:
+        """Count a wrong token from ``client``; True when this one reaches the limit."""
+        with self._lock:
+            times = self._recent(client, now)
+            times.append(now)
+            self._seen[client] = times
+            self._seen.move_to_end(client)
+            while len(self._seen) > self.max_clients:
+                self._seen.popitem(last=False)
+            return len(times) == self.limit

@@ -9,8 +9,10 @@ headers of :func:`security_headers` on every answer, errors included.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
@@ -68,6 +70,7 @@ class StatusSite:
         self.service = service
         self.token = token
         self.health = health
+        self.wrong_tokens = access.WrongTokens()
 
     @classmethod
     def from_settings(cls, service: Service, health: Callable[[], Mapping[str, Any]] | None = None
@@ -94,8 +97,11 @@ class StatusSite:
     # -- routing --------------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"", *,
-               tls: bool = False) -> Response | None:
-        """Answer a request for the site, or None when ``target`` is not the site's."""
+               tls: bool = False, client: str = "") -> Response | None:
+        """Answer a request for the site, or None when ``target`` is not the site's.
+
+        ``client`` is the peer's address: a client that sent too many wrong tokens is refused
+        for a while (:class:`.access.WrongTokens`)."""
         path, _, query = target.partition("?")
         if path != "/" and path != "/login" and not path.startswith(CERTIFICATES):
             return None
@@ -103,15 +109,21 @@ class StatusSite:
             # open on loopback only: a page reached under another name is a DNS rebinding attempt
             return self._page(403, "Not here", "Without a status token this page answers only to this machine's "
                               "own addresses (http://127.0.0.1 or http://[::1]).", back=False)
+        now = self.service.clock.now()
+        if self.token is not None:
+            until = self.wrong_tokens.refused_until(client, now)
+            if until is not None:
+                return self._too_many(until, now)
         if path == "/login":
-            return self._login(method, query, headers, body, tls=tls)
+            return self._login(method, query, headers, body, tls=tls, client=client)
         if method != "GET":
             response = self._page(405, "Read-only", "This page only shows; it changes nothing.")
             response.headers.append(("Allow", "GET"))
             return response
-        now = self.service.clock.now()
         if not access.allowed(self.token, authorization=headers.get("Authorization"),
                               cookie_header=headers.get("Cookie"), now=now):
+            if access.bearer(headers.get("Authorization")) is not None:
+                self._wrong_token(client, now, "a request with a wrong bearer token")
             return self._unauthorized(None)
         try:
             if path == "/":
@@ -165,7 +177,24 @@ class StatusSite:
         headers.append(("WWW-Authenticate", 'Bearer realm="certkeeper status"'))
         return Response(401, html.encode("utf-8"), headers)
 
-    def _login(self, method: str, query: str, headers: Mapping[str, str], body: bytes, *, tls: bool) -> Response:
+    def _wrong_token(self, client: str, now: datetime, what: str) -> None:
+        if self.wrong_tokens.record(client, now):
+            until = self.wrong_tokens.refused_until(client, now)
+            log.warning("status page: %s from %s; %d wrong tokens within %s, so that address is refused "
+                        "until %s", what, client or "an unknown address", self.wrong_tokens.limit,
+                        self.wrong_tokens.window, f"{until:%Y-%m-%d %H:%M:%S} UTC" if until else "later")
+        else:
+            log.warning("status page: %s from %s", what, client or "an unknown address")
+
+    def _too_many(self, until: datetime, now: datetime) -> Response:
+        seconds = max(1, math.ceil((until - now).total_seconds()))
+        response = self._page(429, "Too many wrong tokens",
+                              f"This address sent too many wrong tokens; try again in {seconds} seconds.")
+        response.headers.append(("Retry-After", str(seconds)))
+        return response
+
+    def _login(self, method: str, query: str, headers: Mapping[str, str], body: bytes, *, tls: bool,
+               client: str = "") -> Response:
         """``GET /login`` shows the form; ``GET /login?token=T`` and ``POST token=T`` sign in."""
         if self.token is None:
             return self._redirect_home(None)
@@ -185,7 +214,7 @@ class StatusSite:
         else:
             return self._page(405, "Not allowed", "Sign in with GET /login?token=... or the form.")
         if not access.same(given.strip(), self.token):
-            log.warning("status page: a sign-in with a wrong token")
+            self._wrong_token(client, self.service.clock.now(), "a sign-in with a wrong token")
             return self._unauthorized("That token is not the status token.")
         value = access.session_value(self.token, self.service.clock.now())
         return self._redirect_home(access.set_cookie(value, secure=tls))

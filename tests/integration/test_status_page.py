@@ -258,6 +258,30 @@ def test_a_login_is_never_logged_with_its_token(world: World, caplog: pytest.Log
     assert TOKEN not in caplog.text and "wrong-token-0123456789" not in caplog.text  # ...without its query
 
 
+def test_a_client_that_guesses_the_token_is_refused_for_a_while(world: World,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with caplog.at_level(logging.WARNING, logger="certkeeper"):
+        for attempt in range(access.MAX_WRONG_TOKENS):
+            guess = f"guess-{attempt:02d}-0123456789abcdef"
+            if attempt % 2:
+                status = world.request("GET", "/", {"Authorization": f"Bearer {guess}"})[0]
+            else:
+                status = world.request("POST", "/login", form, urlencode({"token": guess}).encode())[0]
+            assert status == 401
+    assert "so that address is refused until" in caplog.text and "guess-" not in caplog.text
+    # refused now, the right token included, on every path of the page; Retry-After says how long
+    for path, headers in (("/", {"Authorization": f"Bearer {TOKEN}"}), ("/login?token=" + TOKEN, {})):
+        status, reply, body = world.request("GET", path, headers)
+        assert status == 429 and "too many wrong tokens" in body and TOKEN not in body
+        assert 0 < int(reply["Retry-After"]) <= access.GUESS_WINDOW.total_seconds()
+    assert world.request("GET", "/metrics")[0] == 200  # the metrics beside the page are not the page's
+    # a first visit without any token is no guess, and the window passing lets the address in again
+    world.clock.advance(access.GUESS_WINDOW)
+    assert world.request("GET", "/")[0] == 401
+    assert world.request("GET", "/", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
 def test_an_open_page_answers_only_to_this_machines_names(open_world: World) -> None:
     status, headers, body = open_world.request("GET", "/")
     assert status == 200 and "mail.contoso.com" in body

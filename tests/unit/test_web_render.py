@@ -368,3 +368,25 @@ def test_allowed_takes_the_bearer_token_or_a_valid_session() -> None:
     assert access.allowed(token, authorization=None, cookie_header=f"a=b; {access.COOKIE}={session}", now=NOW)
     assert not access.allowed(token, authorization=None, cookie_header=f"{access.COOKIE}={token}", now=NOW)
     assert access.token_problem("short") is not None and access.token_problem(token) is None
+
+
+def test_a_client_that_guesses_is_refused_for_the_window_and_others_are_not() -> None:
+    wrong = access.WrongTokens(limit=3, window=timedelta(minutes=5), max_clients=2)
+    at = [NOW + timedelta(seconds=10 * i) for i in range(3)]
+    assert not wrong.record("192.0.2.7", at[0]) and not wrong.record("192.0.2.7", at[1])
+    assert wrong.refused_until("192.0.2.7", at[1]) is None  # two wrong tokens: still allowed
+    assert wrong.record("192.0.2.7", at[2])  # the third reaches the limit
+    assert wrong.refused_until("192.0.2.7", at[2]) == at[0] + timedelta(minutes=5)
+    assert wrong.refused_until("198.51.100.9", at[2]) is None  # another address is not affected
+    # once the oldest wrong token leaves the window, the address may try again
+    assert wrong.refused_until("192.0.2.7", at[0] + timedelta(minutes=5) - timedelta(seconds=1)) is not None
+    assert wrong.refused_until("192.0.2.7", at[0] + timedelta(minutes=5)) is None
+    # wrong tokens spread wider than the window never add up to a refusal
+    slow = access.WrongTokens(limit=3, window=timedelta(minutes=5))
+    for minute in range(0, 60, 3):
+        slow.record("192.0.2.8", NOW + timedelta(minutes=minute))
+        assert slow.refused_until("192.0.2.8", NOW + timedelta(minutes=minute)) is None
+    # a flood of addresses is bounded: the oldest is forgotten first
+    for address in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
+        wrong.record(address, at[2])
+    assert "192.0.2.7" not in wrong._seen and len(wrong._seen) == 2
