@@ -3,11 +3,7 @@ over a real store, with real deployments verified by TLS handshakes against a lo
 
 from __future__ import annotations
 
-import socket
-import ssl
-import threading
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,59 +28,9 @@ from certkeeper.model import Health
 from certkeeper.service import Service
 from certkeeper.store import certificates
 from tests.fixtures.core import free_port
+from tests.fixtures.gateways import ReloadingTlsServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-class ReloadingTlsServer:
-    """A TLS server on 127.0.0.1 that reads its certificate files at every handshake, like a
-    gateway after a reload."""
-
-    def __init__(self, fullchain: Path, key: Path) -> None:
-        self.fullchain, self.key = fullchain, key
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.fullchain, self.key)
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.settimeout(2)
-                    tls.recv(1)
-            except (OSError, ssl.SSLError):
-                pass
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.sock.close()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[ReloadingTlsServer, Path, Path]]:
-    import trustme
-
-    ca = trustme.CA()
-    placeholder = ca.issue_cert("mail.contoso.com")
-    fullchain, key = tmp_path / "gw" / "fullchain.pem", tmp_path / "gw" / "key.pem"
-    fullchain.parent.mkdir()
-    placeholder.cert_chain_pems[0].write_to_path(str(fullchain))
-    placeholder.private_key_pem.write_to_path(str(key))
-    server = ReloadingTlsServer(fullchain, key)
-    try:
-        yield server, fullchain, key
-    finally:
-        server.close()
 
 
 def scrape(url: str) -> dict[str, list[Any]]:
@@ -93,8 +39,8 @@ def scrape(url: str) -> dict[str, list[Any]]:
 
 
 def test_metrics_endpoint_serves_cert_manager_labels_and_node_verification(
-        tmp_path: Path, gateway: tuple[ReloadingTlsServer, Path, Path]) -> None:
-    server, fullchain, key = gateway
+        tmp_path: Path, tls_gateway: tuple[ReloadingTlsServer, Path, Path]) -> None:
+    server, fullchain, key = tls_gateway
     clock = FrozenClock(NOW)
     binding = {"type": "files", "name": "gw", "fullchain": str(fullchain), "key": str(key),
                "verify": [f"127.0.0.1:{server.port}"], "settle_seconds": 0, "probe_timeout": 3}

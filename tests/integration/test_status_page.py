@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import trustme
 
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
@@ -26,8 +25,8 @@ from certkeeper.store import events, secrets
 from certkeeper.web import access
 from certkeeper.web.server import StatusSite
 from tests.fixtures.core import free_port, run_cli, to_toml
+from tests.fixtures.gateways import ReloadingTlsServer
 from tests.fixtures.http import HttpStub, Reply
-from tests.integration.test_metrics import ReloadingTlsServer
 
 TOKEN = "status-token-canary-5d1c9a7e42b8"  # a test token, and a canary
 SLACK_CANARY = "slack-canary-T000-B000-9e4f"
@@ -85,20 +84,6 @@ def build_service(home: Path, clock: FrozenClock, http_stub: HttpStub, gateway: 
     return service
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[ReloadingTlsServer, Path, Path]]:
-    placeholder = trustme.CA().issue_cert("mail.contoso.com")
-    fullchain, key = tmp_path / "gw" / "fullchain.pem", tmp_path / "gw" / "key.pem"
-    fullchain.parent.mkdir()
-    placeholder.cert_chain_pems[0].write_to_path(str(fullchain))
-    placeholder.private_key_pem.write_to_path(str(key))
-    server = ReloadingTlsServer(fullchain, key)
-    try:
-        yield server, fullchain, key
-    finally:
-        server.close()
-
-
 def _serve(service: Service, clock: FrozenClock) -> Iterator[World]:
     def health() -> dict[str, Any]:
         return {"ok": True, "node": "cas01", "issuer": True, "version": "test"}
@@ -116,8 +101,8 @@ def _serve(service: Service, clock: FrozenClock) -> Iterator[World]:
 
 @pytest.fixture
 def world(home: Path, clock: FrozenClock, http_stub: HttpStub,
-          gateway: tuple[ReloadingTlsServer, Path, Path]) -> Iterator[World]:
-    service = build_service(home, clock, http_stub, *gateway)
+          tls_gateway: tuple[ReloadingTlsServer, Path, Path]) -> Iterator[World]:
+    service = build_service(home, clock, http_stub, *tls_gateway)
     for item in _serve(service, clock):
         item.slack_url = http_stub.url("/services/T000/B000/" + SLACK_CANARY)
         yield item
@@ -125,8 +110,8 @@ def world(home: Path, clock: FrozenClock, http_stub: HttpStub,
 
 @pytest.fixture
 def open_world(home: Path, clock: FrozenClock, http_stub: HttpStub,
-               gateway: tuple[ReloadingTlsServer, Path, Path]) -> Iterator[World]:
-    service = build_service(home, clock, http_stub, *gateway, token=False)
+               tls_gateway: tuple[ReloadingTlsServer, Path, Path]) -> Iterator[World]:
+    service = build_service(home, clock, http_stub, *tls_gateway, token=False)
     yield from _serve(service, clock)
 
 
