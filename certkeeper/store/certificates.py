@@ -15,6 +15,7 @@ from sqlalchemy import delete as sql_delete
 
 from certkeeper.errors import NotFound
 from certkeeper.model import RevisionState
+from certkeeper.store.revisions import latest_numbers
 from certkeeper.store.tables import certificates as certificate_table
 from certkeeper.store.tables import deployments as deployment_table
 from certkeeper.store.tables import revisions as revision_table
@@ -236,21 +237,12 @@ def clear_rejection(session: Connection, cert_id: str) -> None:
     _set(session, cert_id, rejected=False, next_attempt_at=None)
 
 
-def _latest_issued() -> Any:
-    return (
-        select(R.certificate_id, func.max(R.number).label("number"))
-        .where(R.state == RevisionState.ISSUED.value)
-        .group_by(R.certificate_id)
-        .subquery()
-    )
-
-
 def overview(session: Connection, cert_ids: Sequence[str] | None = None) -> list[Overview]:
     """The list view in a few queries, whatever the number of certificates.
 
     Plain column rows: 10,000 certificates list in a fraction of a second.
     """
-    latest = _latest_issued()
+    latest = latest_numbers(RevisionState.ISSUED)
     rev_cols = (
         R.number, R.names, R.key_type, R.issuer,
         R.serial, R.fingerprint_sha256, R.not_before,
@@ -283,12 +275,7 @@ def overview(session: Connection, cert_ids: Sequence[str] | None = None) -> list
         pending[cert_id] = str(request_id) if request_id is not None else None
     failing: dict[str, tuple[tuple[str, ...], str, str]] = {}
     if session.scalar(select(func.count(C.id)).where(C.failure_count > 0)):
-        latest_failed = (
-            select(R.certificate_id, func.max(R.number).label("number"))
-            .where(R.state == RevisionState.FAILED.value)
-            .group_by(R.certificate_id)
-            .subquery()
-        )
+        latest_failed = latest_numbers(RevisionState.FAILED)
         failed_rows = session.execute(
             select(R.certificate_id, R.names, R.key_type, R.issuer).join(
                 latest_failed,
@@ -336,7 +323,7 @@ def due_candidates(session: Connection, now: datetime) -> list[str]:
     expired, or its spec changed after its current revision was requested. The full chain of
     checks (:mod:`certkeeper.lifecycle.checks`) then decides for these few.
     """
-    latest = _latest_issued()
+    latest = latest_numbers(RevisionState.ISSUED)
     query = (
         select(C.id)
         .outerjoin(latest, latest.c.certificate_id == C.id)

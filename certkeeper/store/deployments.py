@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, insert, select, update
 
 from certkeeper.model import SERVED_STATES, DeploymentState, RevisionState
+from certkeeper.store.revisions import latest_numbers
 from certkeeper.store.tables import deployments as deployment_table
 from certkeeper.store.tables import revisions as revision_table
 
@@ -105,12 +106,7 @@ def serving_current(session: Connection, node: str) -> dict[str, set[str]]:
     """certificate id -> the bindings of ``node`` that serve its current (newest issued) revision,
     for every certificate at once."""
     revision = revision_table.c
-    latest = (
-        select(revision.certificate_id, func.max(revision.number).label("number"))
-        .where(revision.state == RevisionState.ISSUED.value)
-        .group_by(revision.certificate_id)
-        .subquery()
-    )
+    latest = latest_numbers(RevisionState.ISSUED)
     rows = session.execute(
         select(D.certificate_id, D.binding)
         .join(revision_table, revision.id == D.revision_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, CursorResult, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, CursorResult, Subquery, delete, func, insert, or_, select, update
 
 from certkeeper.errors import NotFound
 from certkeeper.model import Bundle, RevisionState
@@ -163,6 +163,17 @@ def _add(session: Connection, values: dict[str, Any]) -> Revision:
     key = session.execute(insert(revision_table).values(**values)).inserted_primary_key
     assert key is not None
     return get(session, int(key[0]))
+
+
+def latest_numbers(state: RevisionState) -> Subquery:
+    """A subquery of (certificate_id, number): each certificate's newest revision in ``state``
+    (join on both columns to read that revision)."""
+    return (
+        select(R.certificate_id, func.max(R.number).label("number"))
+        .where(R.state == state.value)
+        .group_by(R.certificate_id)
+        .subquery()
+    )
 
 
 def _set(session: Connection, revision_id: int, **values: Any) -> None:
