@@ -8,7 +8,6 @@ They print figures and never assert on time.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -22,35 +21,17 @@ from certkeeper.model import IssueRequest
 from certkeeper.plugins import MemoryState, PluginContext
 from tests.fixtures.core import REPO_ROOT
 from tests.fixtures.pebble import ChallTestSrv, Pebble, PebbleFactory, make_csr
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"PYTHONPATH": str(REPO_ROOT), "CERTKEEPER_DATA_DIR": str(home / "data"),
-                "CERTKEEPER_CONFIG": str(home / "certkeeper.toml")})
-    return env
+from tests.perf import tools
 
 
 def test_one_certificate_from_the_cli(pebble: Pebble, tmp_path: Path) -> None:
-    (tmp_path / "certkeeper.toml").write_text(f"""
-[issuers.pebble]
-type = "acme"
-directory = "{pebble.directory}"
-contact = ["mailto:perf@contoso.test"]
-agree_tos = true
-ca_bundle = "{pebble.ca_bundle}"
-public_names_only = false
-[issuers.pebble.http01]
-address = "127.0.0.1"
-port = {pebble.http_port}
-""")
-    env = _env(tmp_path)
+    (tmp_path / "certkeeper.toml").write_text(tools.certkeeper_config(pebble))
+    env = tools.certkeeper_env(tmp_path)
     samples = []
     for index in range(6):
         names = [f"mail{index}.contoso.test", f"autodiscover{index}.contoso.test"]
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "certkeeper", "issue", *names, "--issuer", "pebble"],
-                              env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+        done = subprocess.run(tools.certkeeper_issue(names), env=env, capture_output=True, text=True, cwd=REPO_ROOT)
         samples.append(time.perf_counter() - start)
         assert done.returncode == 0, done.stderr
     imports = []
