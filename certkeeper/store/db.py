@@ -6,7 +6,6 @@ share it; PostgreSQL (``postgresql+psycopg://``) is used when several CAS nodes 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -105,13 +104,11 @@ def _create_private(path: Path) -> None:
     database file's permissions (https://www.sqlite.org/src/file?name=src/os_unix.c,
     findCreateFileMode). An existing file is left as it is."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        return
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError:
-        return  # unwritable folder or disk: opening the store reports it in its own words
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o600)  # the umask may have taken bits away, never added them: exact anyway
+        return  # it exists, or the folder cannot be written: opening the store says so in its words
+    os.close(descriptor)
+    os.chmod(path, 0o600)  # exactly, whatever the umask took away
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
