@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 # entry points when the first model is built (about 25 ms on every command)
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from certkeeper.errors import ConfigError
 from certkeeper.model import DEFAULT_KEY_TYPE, KeyType
@@ -114,10 +114,24 @@ class DaemonSettings(_Strict):
     #: the status page's access token, a secret reference (secret:NAME, env:VAR, file:PATH):
     #: required when metrics_address is not loopback, and enforced everywhere once set
     status_token: str | None = None
+    #: serve HTTPS on metrics_address with the current revision of this managed certificate
+    tls_certificate: str | None = None
+    #: with tls_certificate: require a client certificate issued by a CA in this PEM file
+    client_ca_file: str | None = None
+    #: with client_ca_file: accept only certificates naming one of these (CN, DNS, e-mail, UPN)
+    client_names: tuple[str, ...] = ()
     lease_ttl_seconds: int = Field(default=120, ge=10, le=86400)
     rollout_order: tuple[str, ...] = ()
     canary: str | None = None
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _tls_needs_its_parts(self) -> DaemonSettings:
+        if self.client_ca_file and not self.tls_certificate:
+            raise ValueError("client_ca_file needs tls_certificate (client certificates are asked for over HTTPS)")
+        if self.client_names and not self.client_ca_file:
+            raise ValueError("client_names needs client_ca_file (the CAs that issue the client certificates)")
+        return self
 
 
 class OutlookAnywhereSettings(_Strict):

@@ -21,7 +21,8 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from certkeeper import __version__
 from certkeeper.clock import Clock
@@ -32,6 +33,9 @@ from certkeeper.platform.sdnotify import Notifier
 from certkeeper.service import Service
 from certkeeper.store import certificates
 from certkeeper.web.server import StatusSite
+
+if TYPE_CHECKING:
+    from certkeeper.web.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,16 @@ class Daemon:
         self.instance_lease = instance_lease_name(self.node, shared_store=self.shared_store)
         # the status page's token is resolved now, so a missing secret stops the start, not a request
         self.site = StatusSite.from_settings(self.service, self.health) if serving else None
+        # HTTPS with a managed certificate: one not issued yet stops the start with a clear line
+        self.tls = self._server_tls() if serving and self.settings.tls_certificate else None
+
+    def _server_tls(self) -> ServerTls:
+        from certkeeper.web.tls import ServerTls
+
+        assert self.settings.tls_certificate is not None
+        ca_file = Path(self.settings.client_ca_file).expanduser() if self.settings.client_ca_file else None
+        return ServerTls(self.settings.tls_certificate, self.service.inventory.bundle, client_ca_file=ca_file,
+                         client_names=self.settings.client_names)
 
     def _refuse_an_open_page_beyond_loopback(self) -> None:
         from certkeeper.metrics import parse_address
@@ -142,7 +156,8 @@ class Daemon:
         except ValueError:
             raise ConfigError(f"[daemon] metrics_address {address!r} is not HOST:PORT "
                               "(127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464)") from None
-        problem = startup_problem(host, page=self.settings.status_page, token_reference=self.settings.status_token)
+        problem = startup_problem(host, page=self.settings.status_page, token_reference=self.settings.status_token,
+                                  client_certificates=bool(self.settings.client_ca_file))
         if problem:
             raise ConfigError(problem)
 
@@ -354,15 +369,21 @@ class Daemon:
             JobSpec("purge-alerts", self.purge_alerts, cron_hour=digest_hour, jitter=600),
             JobSpec("prune", self.prune, cron_hour=digest_hour, jitter=600),
         ]
+        if self.tls is not None:
+            # a renewal (here or by the issuing node of an array) is served from the next interval
+            jobs.append(JobSpec("https-certificate", self.tls.refresh, seconds=minutes * 60))
         scheduler = build_scheduler(jobs)
         server = None
         if self.settings.metrics_address:
             from certkeeper.metrics import serve
 
             try:
-                server = serve(self.settings.metrics_address, self.service, self.state, self.health, site=self.site)
-                log.info("metrics and /healthz%s on http://%s/", "" if self.site is None else ", the status page",
-                         self.settings.metrics_address)
+                server = serve(self.settings.metrics_address, self.service, self.state, self.health, site=self.site,
+                               tls=self.tls)
+                log.info("metrics and /healthz%s on %s://%s/%s", "" if self.site is None else ", the status page",
+                         "http" if self.tls is None else "https", self.settings.metrics_address,
+                         " (client certificates required)" if self.tls and self.tls.requires_client_certificate
+                         else "")
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.settings.metrics_address, exc)
         # the heartbeat keeps this node's leases alive, so it has its own thread: busy scheduler

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from certkeeper.model import Health
     from certkeeper.service import Service
+    from certkeeper.web.tls import ServerTls
 
 log = logging.getLogger(__name__)
 _QUERY = re.compile(r"\?\S*")
@@ -255,21 +257,60 @@ class Site(Protocol):
     for the rest."""
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"", *,
-               tls: bool = False, client: str = "") -> Any: ...
+               tls: bool = False, client: str = "", client_certificate: bool = False) -> Any: ...
+
+
+class _TlsServer(ThreadingHTTPServer):
+    """A threading server that does each TLS handshake on the connection's own thread (a slow or
+    silent client never holds up ``accept``), with the context :class:`ServerTls` gives now."""
+
+    tls: ServerTls
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        from certkeeper.web.tls import HANDSHAKE_SECONDS
+
+        request.settimeout(HANDSHAKE_SECONDS)
+        try:
+            connection = self.tls.context().wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            # no certificate, one from another CA, plain HTTP on the HTTPS port: the handshake says no
+            log.debug("metrics: TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            try:
+                connection.shutdown(socket.SHUT_WR)  # as socketserver's shutdown_request does
+            except OSError:
+                pass
+            connection.close()
 
 
 def serve(address: str, service: Service, state: DaemonState, health: Callable[[], dict[str, Any]],
-          site: Site | None = None) -> Any:
+          site: Site | None = None, tls: ServerTls | None = None) -> Any:
     """Start the metrics/health HTTP server in a thread; returns the server (call shutdown()).
-    ``site`` (the status page) answers first for the paths it knows."""
+    ``site`` (the status page) answers first for the paths it knows; with ``tls`` the server speaks
+    only HTTPS and, when it requires client certificates, refuses a certificate that is not on
+    ``client_names`` on every path."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
     registry.register(StoreCollector(service, state))
 
     class Handler(BaseHTTPRequestHandler):
+        def _refused(self) -> bool:
+            """Answer 403 to a client certificate the TLS settings do not accept."""
+            if tls is None or not isinstance(self.connection, ssl.SSLSocket):
+                return False
+            reason = tls.refusal(self.connection.getpeercert(binary_form=True))
+            if reason is None:
+                return False
+            log.warning("metrics: refused %s: %s", self.client_address[0], reason)
+            self._send(403, [("Content-Type", "text/plain; charset=utf-8")], (reason + "\n").encode("utf-8"))
+            return True
+
         def do_GET(self) -> None:
-            if self._site("GET"):
+            if self._refused() or self._site("GET"):
                 return
             if self.path.split("?")[0] == "/metrics":
                 body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
@@ -281,6 +322,8 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
             self._send(status, [("Content-Type", ctype)], body)
 
         def do_POST(self) -> None:
+            if self._refused():
+                return
             if not self._site("POST"):
                 self._send(404, [("Content-Type", "text/plain")], b"not found\n")
 
@@ -293,8 +336,9 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
                 length = 0
             body = self.rfile.read(min(length, 65536)) if method == "POST" and length > 0 else b""
             headers = {name.title(): value for name, value in self.headers.items()}
-            response = site.handle(method, self.path, headers, body, tls=isinstance(self.connection, ssl.SSLSocket),
-                                   client=str(self.client_address[0]))
+            secure = isinstance(self.connection, ssl.SSLSocket)
+            response = site.handle(method, self.path, headers, body, tls=secure, client=str(self.client_address[0]),
+                                   client_certificate=secure and tls is not None and tls.requires_client_certificate)
             if response is None:
                 return False
             self._send(response.status, response.headers, response.body)
@@ -315,7 +359,10 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
     host, port = parse_address(address)
     from certkeeper.listen import dual_stack_server
 
-    server = dual_stack_server(ThreadingHTTPServer, host, port, Handler)
+    server = dual_stack_server(ThreadingHTTPServer if tls is None else _TlsServer, host, port, Handler)
+    if isinstance(server, _TlsServer):
+        assert tls is not None
+        server.tls = tls
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()
     return server

@@ -196,6 +196,14 @@ class Specs:
                         "the config, or pass --id NEW-ID to manage a second certificate"
                     )
                 cert_id = certificate_id_for(names)
+                taken = [other_names for other, other_names, _ in managed if other == cert_id]
+                if taken:
+                    # `certkeeper issue ID` read as a host name: never give that certificate new names
+                    raise InputError(
+                        f"{cert_id!r} is the id of the certificate for {', '.join(taken[0])}: issue that one "
+                        f"with `certkeeper renew {cert_id} --force`; for a certificate named "
+                        f"{', '.join(names)}, pass --id NEW-ID"
+                    )
         return cert_id, names, issuer_name
 
     def _configured_id(self, cert_id: str) -> str:

@@ -1,11 +1,14 @@
-"""Who may read the status page: loopback, a bearer token, or a session cookie derived from it.
+"""Who may read the status page: loopback, a client certificate, a bearer token, or a session
+cookie derived from the token.
 
 Pure functions of their inputs (the token, a header, ``now``), so the rules are tested without a
 server:
 
 - On a loopback address with no ``[daemon] status_token`` the page is open, like ``/metrics``:
   only this machine reaches it.
-- On any other address the daemon refuses to start without a token (:func:`startup_problem`).
+- On any other address the daemon refuses to start without a token or required client
+  certificates (:func:`startup_problem`; the certificate is checked by the TLS handshake and
+  :mod:`.tls`, before a request reaches the page).
 - Once a token is set it is required on every address: ``Authorization: Bearer TOKEN``, or a
   session cookie from ``/login`` (:func:`session_value`). The cookie holds an expiry and an
   HMAC-SHA256 of it keyed by the token, never the token: rotating the token ends every session.
@@ -73,19 +76,23 @@ def host_is_loopback(header: str | None) -> bool:
     return is_loopback(host)
 
 
-def startup_problem(host: str | None, *, page: bool, token_reference: str | None) -> str | None:
+def startup_problem(host: str | None, *, page: bool, token_reference: str | None,
+                    client_certificates: bool = False) -> str | None:
     """Why the daemon must not serve the page as configured (one line), or None.
 
     Args:
         host: the host part of ``[daemon] metrics_address`` (None: no HTTP server at all).
         page: ``[daemon] status_page``.
         token_reference: ``[daemon] status_token`` as written in the config.
+        client_certificates: the server requires a client certificate (``[daemon]
+            client_ca_file``), which guards the page as a token does.
     """
-    if host is None or not page or token_reference or is_loopback(host):
+    if host is None or not page or token_reference or client_certificates or is_loopback(host):
         return None
     shown = f"[{host}]" if ":" in host else (host or "all addresses")
     return (f"[daemon] metrics_address listens on {shown}, beyond this machine, and the status page there "
-            'needs [daemon] status_token = "secret:NAME" (certkeeper secret set NAME); '
+            'needs [daemon] status_token = "secret:NAME" (certkeeper secret set NAME) or client certificates '
+            "([daemon] tls_certificate and client_ca_file); "
             "or set [daemon] status_page = false to serve only /metrics and /healthz")
 
 

@@ -97,15 +97,17 @@ class StatusSite:
     # -- routing --------------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"", *,
-               tls: bool = False, client: str = "") -> Response | None:
+               tls: bool = False, client: str = "", client_certificate: bool = False) -> Response | None:
         """Answer a request for the site, or None when ``target`` is not the site's.
 
         ``client`` is the peer's address: a client that sent too many wrong tokens is refused
-        for a while (:class:`.access.WrongTokens`)."""
+        for a while (:class:`.access.WrongTokens`). ``client_certificate``: the connection
+        presented a client certificate the server's TLS settings accept (:mod:`.tls`); a token,
+        when one is set as well, is still asked for."""
         path, _, query = target.partition("?")
         if path != "/" and path != "/login" and not path.startswith(CERTIFICATES):
             return None
-        if self.token is None and not access.host_is_loopback(headers.get("Host")):
+        if self.token is None and not client_certificate and not access.host_is_loopback(headers.get("Host")):
             # open on loopback only: a page reached under another name is a DNS rebinding attempt
             return self._page(403, "Not here", "Without a status token this page answers only to this machine's "
                               "own addresses (http://127.0.0.1 or http://[::1]).", back=False)

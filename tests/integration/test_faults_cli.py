@@ -182,6 +182,23 @@ def test_issue_without_names_after_init_issues_the_configured_certificate(ck: An
     assert sorted(row["id"] for row in json.loads(ck("list", "--json").out)) == ["mail-only", "outlook"]
 
 
+def test_issue_with_a_certificate_id_as_its_name_never_renames_that_certificate(ck: Any, home: Path) -> None:
+    (home / "certkeeper.toml").write_text(to_toml({"certificates": [
+        {"id": "status", "names": ["cas01.contoso.com"]}]}))
+    assert ck("renew").code == 0
+
+    # `issue status` reads "status" as a (single-label, intranet) host name, whose id is "status"
+    line = one_line_error(ck("issue", "status"))
+
+    assert "'status' is the id of the certificate for cas01.contoso.com" in line
+    assert "certkeeper renew status --force" in line and "--id" in line
+    row = json.loads(ck("show", "status", "--json").out)
+    assert row["names"] == ["cas01.contoso.com"] and row["current"]["revision"] == 1
+    # asked for on purpose, under a new id, that name gets its own certificate
+    other = ck("issue", "status", "--id", "status-host", "--json")
+    assert other.code == 0 and json.loads(other.out)["certificate_id"] == "status-host"
+
+
 def test_a_certificate_removed_from_the_config_is_kept_but_no_longer_deployed(ck: Any, home: Path) -> None:
     out = home / "tls"
     bindings = [{"type": "files", "fullchain": str(out / "owa.pem"), "key": str(out / "owa.key")}]

@@ -338,6 +338,10 @@ def test_startup_problem_names_the_setting_for_an_open_page_beyond_loopback() ->
     assert access.startup_problem("0.0.0.0", page=False, token_reference=None) is None
     assert access.startup_problem("127.0.0.1", page=True, token_reference=None) is None
     assert access.startup_problem(None, page=True, token_reference=None) is None
+    # required client certificates guard the page as a token does
+    assert access.startup_problem("0.0.0.0", page=True, token_reference=None, client_certificates=True) is None
+    problem = access.startup_problem("0.0.0.0", page=True, token_reference=None, client_certificates=False)
+    assert problem is not None and "client_ca_file" in problem
 
 
 def test_a_session_is_bound_to_the_token_and_expires() -> None:
