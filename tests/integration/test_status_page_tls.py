@@ -250,3 +250,34 @@ def test_an_unreadable_client_ca_file_is_one_clear_line(https: Tls, home: Path) 
     for path in (home / "missing.pem", home / "not-a-ca.pem"):
         with pytest.raises(ConfigError, match=r"\[daemon\] client_ca_file .*: cannot read a PEM CA certificate"):
             ServerTls("status", https.service.inventory.bundle, client_ca_file=path)
+
+
+def test_chromium_with_a_client_certificate_renders_the_page_and_without_one_gets_nothing(
+        https: Tls, chromium: Any, tmp_path: Path) -> None:
+    alice = https.clients.issue_cert("alice@contoso.com")
+    cert_file, key_file = tmp_path / "alice.pem", tmp_path / "alice.key"
+    alice.cert_chain_pems[0].write_to_path(str(cert_file))
+    alice.private_key_pem.write_to_path(str(key_file))
+    origin = f"https://127.0.0.1:{https.port}"
+
+    # the browser is told to trust any server: the server's own verification is tested above
+    context = chromium.new_context(ignore_https_errors=True, client_certificates=[
+        {"origin": origin, "certPath": str(cert_file), "keyPath": str(key_file)}])
+    try:
+        page = context.new_page()
+        response = page.goto(origin + "/")
+        assert response is not None and response.status == 200
+        text = page.inner_text("body")
+        assert "status" in text and "mail" in text and SERVER_NAME in text
+        assert page.locator("svg").count() >= 1
+    finally:
+        context.close()
+
+    bare = chromium.new_context(ignore_https_errors=True)
+    try:
+        refusals = r"net::ERR_(BAD_SSL_CLIENT_AUTH_CERT|SSL_PROTOCOL_ERROR|CONNECTION_RESET)"
+        with pytest.raises(Exception, match=refusals) as refused:
+            bare.new_page().goto(origin + "/")
+        print("without a client certificate:", str(refused.value).splitlines()[0])
+    finally:
+        bare.close()
