@@ -9,6 +9,7 @@ import http.client
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from certkeeper.issuers.internal_ca import InternalCA
 from certkeeper.metrics import serve
 from certkeeper.service import Service
 from certkeeper.web.server import StatusSite
-from certkeeper.web.tls import ServerTls
+from certkeeper.web.tls import HANDSHAKE_SECONDS, ServerTls
 from tests.fixtures.core import certkeeper_env, free_port, run_cli, to_toml
 from tests.support import start_certkeeper, stop_process, wait_for
 
@@ -156,6 +157,20 @@ def test_a_plain_http_request_to_the_https_port_gets_nothing(https: Tls) -> None
             connection.getresponse()
     finally:
         connection.close()
+
+
+def test_a_client_that_never_starts_its_handshake_holds_up_nobody(https: Tls) -> None:
+    alice = https.clients.issue_cert("alice@contoso.com")
+    silent = [socket.create_connection(("127.0.0.1", https.port), timeout=10) for _ in range(3)]
+    try:
+        # each handshake runs on its connection's own thread, so three silent clients (each given
+        # HANDSHAKE_SECONDS) do not stand between the server's accept and this request
+        started = time.monotonic()
+        assert https.get("/healthz", alice)[0] == 200
+        assert time.monotonic() - started < HANDSHAKE_SECONDS
+    finally:
+        for connection in silent:
+            connection.close()
 
 
 def test_a_renewal_is_served_to_new_connections_without_a_restart(https: Tls, clock: FrozenClock) -> None:
