@@ -60,10 +60,14 @@ def build_service(home: Path, clock: FrozenClock, http_stub: HttpStub, gateway: 
     if token:
         daemon["status_token"] = "secret:status-token"
     config = parse({
-        "issuers": {"locked": {"type": "internal-ca", "name_constraints": ["fabrikam.com"]}},
+        # ECDSA keys: RSA key generation would be most of these tests' time
+        "issuers": {"internal": {"type": "internal-ca", "ca_key_type": "ecdsa-p256"},
+                    "locked": {"type": "internal-ca", "name_constraints": ["fabrikam.com"],
+                               "ca_key_type": "ecdsa-p256"}},
         "certificates": [
-            {"id": "mail", "names": ["mail.contoso.com", "autodiscover.contoso.com"], "bindings": [binding]},
-            {"id": "legacy", "names": ["legacy.contoso.com"], "issuer": "locked"},
+            {"id": "mail", "names": ["mail.contoso.com", "autodiscover.contoso.com"], "bindings": [binding],
+             "key_type": "ecdsa-p256"},
+            {"id": "legacy", "names": ["legacy.contoso.com"], "issuer": "locked", "key_type": "ecdsa-p256"},
         ],
         "notifiers": {"ops": {"type": "slack", "webhook_url": "secret:slack-ops", "allow_http": True,
                               "allow_networks": ["127.0.0.0/8"]}},

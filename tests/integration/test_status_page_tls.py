@@ -68,9 +68,11 @@ class Tls:
 
 
 def settings(client_ca: Path, *, names: tuple[str, ...] = ("alice@contoso.com",)) -> dict[str, Any]:
+    # ECDSA keys throughout: RSA key generation would be most of these tests' time
     return {
-        "certificates": [{"id": "status", "names": [SERVER_NAME]},
-                         {"id": "mail", "names": ["mail.contoso.com"]}],
+        "issuers": {"internal": {"type": "internal-ca", "ca_key_type": "ecdsa-p256"}},
+        "certificates": [{"id": "status", "names": [SERVER_NAME], "key_type": "ecdsa-p256"},
+                         {"id": "mail", "names": ["mail.contoso.com"], "key_type": "ecdsa-p256"}],
         "daemon": {"node": "cas01", "tls_certificate": "status", "client_ca_file": str(client_ca),
                    "client_names": list(names)},
     }
