@@ -184,13 +184,26 @@ class ServerTls:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         load_chain(context, bundle)
         if self.client_ca_file is not None:
-            try:
-                context.load_verify_locations(cafile=str(self.client_ca_file))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"[daemon] client_ca_file {self.client_ca_file}: cannot read a PEM "
-                                  f"CA certificate from it ({exc.strerror or exc})") from None
+            load_client_cas(context, self.client_ca_file)
             context.verify_mode = ssl.CERT_REQUIRED
         return Served(self.certificate_id, bundle.revision, bundle.fingerprint, context)
+
+
+def load_client_cas(context: ssl.SSLContext, path: Path) -> None:
+    """Trust the CA certificates in ``path`` for client certificates: PEM (one or more), or one DER
+    certificate as ``certutil -ca.cert ca.cer`` writes it on Windows."""
+    problem = f"[daemon] client_ca_file {path}: cannot read a CA certificate (PEM, or DER as certutil writes)"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{problem}: {exc.strerror or exc}") from None
+    try:
+        if b"-----BEGIN" in data:
+            context.load_verify_locations(cadata=data.decode("ascii", errors="replace"))
+        else:
+            context.load_verify_locations(cadata=data)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{problem} ({getattr(exc, 'reason', None) or exc})") from None
 
 
 def load_chain(context: ssl.SSLContext, bundle: Bundle) -> None:

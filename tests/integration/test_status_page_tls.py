@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certkeeper.clock import FrozenClock
 from certkeeper.config import parse
@@ -264,9 +266,28 @@ def test_the_key_reaches_ssl_only_encrypted_and_its_files_are_gone(https: Tls, m
 
 def test_an_unreadable_client_ca_file_is_one_clear_line(https: Tls, home: Path) -> None:
     (home / "not-a-ca.pem").write_text("not a certificate\n")
-    for path in (home / "missing.pem", home / "not-a-ca.pem"):
-        with pytest.raises(ConfigError, match=r"\[daemon\] client_ca_file .*: cannot read a PEM CA certificate"):
+    (home / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    for path in (home / "missing.pem", home / "not-a-ca.pem", home / "broken.pem"):
+        with pytest.raises(ConfigError, match=r"\[daemon\] client_ca_file .*: cannot read a CA certificate") as err:
             ServerTls("status", https.service.inventory.bundle, client_ca_file=path)
+        assert "\n" not in str(err.value)
+
+
+def test_a_der_client_ca_as_certutil_exports_it_works_too(https: Tls, home: Path) -> None:
+    der_file = home / "users-ca.cer"
+    der_file.write_bytes(x509.load_pem_x509_certificate(https.clients.cert_pem.bytes()).public_bytes(
+        serialization.Encoding.DER))
+    tls = ServerTls("status", https.service.inventory.bundle, client_ca_file=der_file,
+                    client_names=("alice@contoso.com",))
+    port = free_port()
+    server = serve(f"127.0.0.1:{port}", https.service, DaemonState(), lambda: {"ok": True}, tls=tls)
+    try:
+        assert https_get(port, https.root_pem, "/healthz", https.clients.issue_cert("alice@contoso.com"))[0] == 200
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            https_get(port, https.root_pem, "/healthz", trustme.CA().issue_cert("alice@contoso.com"))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_chromium_with_a_client_certificate_renders_the_page_and_without_one_gets_nothing(
