@@ -320,3 +320,29 @@ def test_chromium_with_a_client_certificate_renders_the_page_and_without_one_get
         print("without a client certificate:", str(refused.value).splitlines()[0])
     finally:
         bare.close()
+
+
+def test_trusting_only_the_issuing_ca_accepts_its_certificates_and_not_its_siblings(https: Tls, home: Path,
+                                                                                     tmp_path: Path) -> None:
+    root = trustme.CA()
+    users, machines = root.create_child_ca(), root.create_child_ca()
+    ca_file = home / "users-issuing-ca.pem"
+    users.cert_pem.write_to_path(str(ca_file))  # the issuing CA alone, not its root
+    tls = ServerTls("status", https.service.inventory.bundle, client_ca_file=ca_file)
+    port = free_port()
+    server = serve(f"127.0.0.1:{port}", https.service, DaemonState(), lambda: {"ok": True}, tls=tls)
+
+    def leaf_only(ca: trustme.CA) -> trustme.LeafCert:
+        """A client that sends its own certificate without the issuing CA (as many do)."""
+        leaf = ca.issue_cert("alice@contoso.com")
+        leaf.private_key_and_cert_chain_pem = trustme.Blob(leaf.private_key_pem.bytes()
+                                                           + leaf.cert_chain_pems[0].bytes())
+        return leaf
+
+    try:
+        assert https_get(port, https.root_pem, "/healthz", leaf_only(users))[0] == 200
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            https_get(port, https.root_pem, "/healthz", leaf_only(machines))  # same root, other issuing CA
+    finally:
+        server.shutdown()
+        server.server_close()
