@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from certkeeper.cluster import Holder, node_alive
-from certkeeper.config import Config, Settings
+from certkeeper.config import Config, DaemonSettings, Settings
 from certkeeper.errors import NotFound
 from certkeeper.lifecycle.health import health
 from certkeeper.outbox import Outbox
@@ -43,6 +43,38 @@ def installation(config: Config) -> dict[str, Any]:
             # a server database (PostgreSQL) is not asked here: None
             "exists": database.exists() if database else None,
         },
+        "daemon": daemon_address(config.settings.daemon),
+    }
+
+
+def daemon_address(settings: DaemonSettings) -> dict[str, Any]:
+    """Where the daemon's own server answers and who may read its status page, from the config
+    (``certkeeper status``): the URL, and the guards (client certificates, a token, loopback)."""
+    from certkeeper.metrics import parse_address
+    from certkeeper.web.access import is_loopback
+
+    address = settings.metrics_address
+    if not address:
+        return {"url": None, "status_page": False, "tls_certificate": None, "guards": []}
+    guards = []
+    if settings.client_ca_file:
+        guards.append("client-certificate")
+    if settings.status_token:
+        guards.append("token")
+    try:
+        loopback = is_loopback(parse_address(address)[0])
+    except ValueError:
+        loopback = False
+    if not guards and loopback:
+        guards.append("loopback")
+    scheme = "https" if settings.tls_certificate else "http"
+    return {
+        "url": f"{scheme}://{address}/",
+        "status_page": settings.status_page,
+        "tls_certificate": settings.tls_certificate,
+        "client_ca_file": settings.client_ca_file,
+        "client_names": list(settings.client_names),
+        "guards": guards,
     }
 
 

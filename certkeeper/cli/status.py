@@ -125,6 +125,26 @@ def _print_where(where: dict[str, Any]) -> None:
     out.print(f"Config: {config['path'] or '-'}{found} [{config['from'] or '-'}]", markup=False, highlight=False)
     out.print(f"Store: {store['url']} [data folder {store['data_dir']}: {store['data_dir_from'] or '-'}]",
               markup=False, highlight=False)
+    out.print(f"Daemon: {_daemon_line(where['daemon'])}", markup=False, highlight=False)
+
+
+def _daemon_line(daemon: dict[str, Any]) -> str:
+    """Where the daemon answers and who may read its page, in one line."""
+    if daemon["url"] is None:
+        return "no HTTP server ([daemon] metrics_address is empty)"
+    what = "status page, /metrics, /healthz" if daemon["status_page"] else "/metrics, /healthz (no status page)"
+    said = []
+    if daemon["tls_certificate"]:
+        said.append(f"certificate {daemon['tls_certificate']}")
+    if "client-certificate" in daemon["guards"]:
+        names = daemon["client_names"]
+        said.append(f"client certificates from {daemon['client_ca_file']}"
+                    + (f" naming {', '.join(names)}" if names else ""))
+    if "token" in daemon["guards"]:
+        said.append("status token")
+    if "loopback" in daemon["guards"]:
+        said.append("this machine only")
+    return f"{daemon['url']} ({what}{'; ' + '; '.join(said) if said else ''})"
 
 
 def _no_store(where: dict[str, Any], *, nodes: bool, as_json: bool) -> None:

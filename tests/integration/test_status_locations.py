@@ -83,3 +83,27 @@ def test_dpapi_on_linux_is_one_clear_line_and_nothing_is_created(ck, home: Path)
     assert result.code == 1
     assert result.err.startswith('error: [store] secret_key_protection = "dpapi": dpapi is Windows only'), result
     assert not (home / "data" / "secret.key").exists()
+
+
+@pytest.mark.parametrize(("daemon", "line", "guards"), [
+    ({}, "Daemon: http://127.0.0.1:9464/ (status page, /metrics, /healthz; this machine only)", ["loopback"]),
+    ({"metrics_address": "0.0.0.0:9464", "status_page": False},
+     "Daemon: http://0.0.0.0:9464/ (/metrics, /healthz (no status page))", []),
+    ({"metrics_address": "0.0.0.0:9464", "status_token": "env:STATUS_TOKEN"},
+     "Daemon: http://0.0.0.0:9464/ (status page, /metrics, /healthz; status token)", ["token"]),
+    ({"metrics_address": "[::]:9464", "tls_certificate": "status", "client_ca_file": "users.cer",
+      "client_names": ["alice@contoso.com"]},
+     "Daemon: https://[::]:9464/ (status page, /metrics, /healthz; certificate status; client certificates "
+     "from users.cer naming alice@contoso.com)", ["client-certificate"]),
+    ({"metrics_address": ""}, "Daemon: no HTTP server ([daemon] metrics_address is empty)", []),
+])
+def test_status_says_where_the_daemon_answers_and_who_may_read_its_page(
+        ck, home: Path, daemon: dict[str, object], line: str, guards: list[str]) -> None:
+    from tests.fixtures.core import to_toml
+
+    (home / "certkeeper.toml").write_text(to_toml({"daemon": daemon}))
+    text = ck("status")
+    assert text.code == 0, text
+    assert line in text.out.splitlines()
+    where = json.loads(ck("status", "--json").out)
+    assert where["daemon"]["guards"] == guards
