@@ -177,7 +177,7 @@ class ServerTls:
             return self.load(self.certificate_id)
         except NotFound as exc:
             raise ConfigError(f"[daemon] tls_certificate: {exc}; issue it first "
-                              f"(certkeeper issue {self.certificate_id})") from None
+                              f"(certkeeper renew {self.certificate_id} --force)") from None
 
     def _build(self, bundle: Bundle) -> Served:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
