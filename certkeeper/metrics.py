@@ -336,9 +336,10 @@ def serve(address: str, service: Service, state: DaemonState, health: Callable[[
                 length = 0
             body = self.rfile.read(min(length, 65536)) if method == "POST" and length > 0 else b""
             headers = {name.title(): value for name, value in self.headers.items()}
-            secure = isinstance(self.connection, ssl.SSLSocket)
-            response = site.handle(method, self.path, headers, body, tls=secure, client=str(self.client_address[0]),
-                                   client_certificate=secure and tls is not None and tls.requires_client_certificate)
+            # the TLS server speaks only TLS, and a client certificate it requires passed the handshake
+            response = site.handle(method, self.path, headers, body, tls=tls is not None,
+                                   client=str(self.client_address[0]),
+                                   client_certificate=tls is not None and tls.requires_client_certificate)
             if response is None:
                 return False
             self._send(response.status, response.headers, response.body)

@@ -26,7 +26,6 @@ import logging
 import secrets
 import ssl
 import tempfile
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from certkeeper.errors import ConfigError
+from certkeeper.errors import ConfigError, NotFound
 from certkeeper.model import Bundle
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,6 @@ def client_refusal(der: bytes | None, allowed: Iterable[str]) -> str | None:
 class Served:
     """What the server presents right now."""
 
-    certificate_id: str
     revision: int | None
     fingerprint: str
     context: ssl.SSLContext
@@ -128,17 +126,12 @@ class ServerTls:
         self.load = load
         self.client_ca_file = client_ca_file
         self.client_names = client_names
-        self._lock = threading.Lock()
-        self._served = self._build(self._bundle())
+        #: replaced whole by refresh() (one reference, so a reader sees the old or the new one)
+        self.served = self._build(self._bundle())
 
     @property
     def requires_client_certificate(self) -> bool:
         return self.client_ca_file is not None
-
-    @property
-    def served(self) -> Served:
-        with self._lock:
-            return self._served
 
     def context(self) -> ssl.SSLContext:
         """The context for a new connection (a renewal swaps it; connections open keep theirs)."""
@@ -156,8 +149,7 @@ class ServerTls:
             log.warning("the daemon's HTTPS keeps certificate %s revision %s: %s", self.certificate_id,
                         self.served.revision, exc)
             return False
-        with self._lock:
-            self._served = served
+        self.served = served
         log.info("the daemon's HTTPS now serves certificate %s revision %s (%s…)", self.certificate_id,
                  served.revision, served.fingerprint[:16])
         return True
@@ -171,8 +163,6 @@ class ServerTls:
     # -- building -------------------------------------------------------------------------------
 
     def _bundle(self) -> Bundle:
-        from certkeeper.errors import NotFound
-
         try:
             return self.load(self.certificate_id)
         except NotFound as exc:
@@ -189,7 +179,7 @@ class ServerTls:
             # an issuing CA in the file is a trust anchor of its own (its root need not be there),
             # so an admin can trust the users' issuing CA without every other CA under the root
             context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        return Served(self.certificate_id, bundle.revision, bundle.fingerprint, context)
+        return Served(bundle.revision, bundle.fingerprint, context)
 
 
 def load_client_cas(context: ssl.SSLContext, path: Path) -> None:
