@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from tests.fixtures.core import certkeeper_env, free_port, run_cli, to_toml
 from tests.support import start_certkeeper, stop_process, wait_for
 
 SERVER_NAME = "cas01.contoso.com"
+#: how a refused handshake reaches a client: an alert, or a reset/closed socket (TLS 1.3 clients
+#: learn of it on their first read; http.client.RemoteDisconnected is a ConnectionError)
+REFUSED = (ssl.SSLError, ConnectionError)
 
 
 def https_get(port: int, root_pem: bytes, path: str, client: trustme.LeafCert | None = None, *,
@@ -68,6 +72,18 @@ class Tls:
 
     def get(self, path: str, client: trustme.LeafCert | None = None) -> tuple[int, str, str]:
         return https_get(self.port, self.root_pem, path, client)
+
+
+@contextmanager
+def serving(service: Service, tls: ServerTls) -> Iterator[int]:
+    """A second HTTPS server (``/metrics``, ``/healthz``) over ``service`` with ``tls``; yields its port."""
+    port = free_port()
+    server = serve(f"127.0.0.1:{port}", service, DaemonState(), lambda: {"ok": True}, tls=tls)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def settings(client_ca: Path, *, names: tuple[str, ...] = ("alice@contoso.com",)) -> dict[str, Any]:
@@ -133,9 +149,9 @@ def test_no_client_certificate_or_one_from_another_ca_fails_the_handshake(https:
     client = None if who == "nobody" else trustme.CA().issue_cert("alice@contoso.com")
 
     # TLS 1.3 clients learn of the refusal on their first read, TLS 1.2 clients in the handshake
-    with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+    with pytest.raises(REFUSED):
         https.get("/", client)
-    with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+    with pytest.raises(REFUSED):
         https.get("/metrics", client)
 
 
@@ -244,7 +260,7 @@ def test_the_daemon_serves_https_beyond_loopback_with_client_certificates(home: 
 
         answer = wait_for(page, timeout=60, what="the daemon's HTTPS page", context=log.read_text)
         assert answer[0] == 200 and SERVER_NAME in answer[1]
-        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+        with pytest.raises(REFUSED):
             https_get(port, root_pem, "/")
     finally:
         assert stop_process(daemon) == 0, log.read_text()
@@ -285,15 +301,10 @@ def test_a_der_client_ca_as_certutil_exports_it_works_too(https: Tls, home: Path
         serialization.Encoding.DER))
     tls = ServerTls("status", https.service.inventory.bundle, client_ca_file=der_file,
                     client_names=("alice@contoso.com",))
-    port = free_port()
-    server = serve(f"127.0.0.1:{port}", https.service, DaemonState(), lambda: {"ok": True}, tls=tls)
-    try:
+    with serving(https.service, tls) as port:
         assert https_get(port, https.root_pem, "/healthz", https.clients.issue_cert("alice@contoso.com"))[0] == 200
-        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+        with pytest.raises(REFUSED):
             https_get(port, https.root_pem, "/healthz", trustme.CA().issue_cert("alice@contoso.com"))
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_chromium_with_a_client_certificate_renders_the_page_and_without_one_gets_nothing(
@@ -335,8 +346,6 @@ def test_trusting_only_the_issuing_ca_accepts_its_certificates_and_not_its_sibli
     ca_file = home / "users-issuing-ca.pem"
     users.cert_pem.write_to_path(str(ca_file))  # the issuing CA alone, not its root
     tls = ServerTls("status", https.service.inventory.bundle, client_ca_file=ca_file)
-    port = free_port()
-    server = serve(f"127.0.0.1:{port}", https.service, DaemonState(), lambda: {"ok": True}, tls=tls)
 
     def leaf_only(ca: trustme.CA) -> trustme.LeafCert:
         """A client that sends its own certificate without the issuing CA (as many do)."""
@@ -345,10 +354,7 @@ def test_trusting_only_the_issuing_ca_accepts_its_certificates_and_not_its_sibli
                                                            + leaf.cert_chain_pems[0].bytes())
         return leaf
 
-    try:
+    with serving(https.service, tls) as port:
         assert https_get(port, https.root_pem, "/healthz", leaf_only(users))[0] == 200
-        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+        with pytest.raises(REFUSED):
             https_get(port, https.root_pem, "/healthz", leaf_only(machines))  # same root, other issuing CA
-    finally:
-        server.shutdown()
-        server.server_close()
