@@ -5,6 +5,7 @@ import runs first), no module over 600 lines, and no SQL outside ``certkeeper/st
 from __future__ import annotations
 
 import ast
+import graphlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,67 +67,45 @@ def import_graph(known: dict[str, Path]) -> dict[str, set[str]]:
     return {module: set(_imported(module, path, known)) - {module} for module, path in known.items()}
 
 
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan, iteratively)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    for start in graph:
-        if start in index:
-            continue
-        work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, edges = work[-1]
-            for target in edges:
-                if target not in index:
-                    index[target] = low[target] = len(index)
-                    stack.append(target)
-                    on_stack.add(target)
-                    work.append((target, iter(sorted(graph.get(target, ())))))
-                    break
-                if target in on_stack:
-                    low[node] = min(low[node], index[target])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    if len(component) > 1:
-                        found.append(sorted(component))
-    return found
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """An import cycle (``[a, b, ..., a]``), or None: the check of :class:`graphlib.TopologicalSorter`."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        return list(exc.args[1])
+    return None
+
+
+def package(root: Path, files: dict[str, str]) -> dict[str, Path]:
+    for name, text in {"__init__.py": "", **files}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return modules(root)
 
 
 def test_the_cycle_finder_sees_imports_in_functions_and_under_type_checking(tmp_path: Path) -> None:
-    root = tmp_path / "certkeeper"
-    (root / "web").mkdir(parents=True)
-    (root / "__init__.py").write_text("")
-    (root / "status.py").write_text("from certkeeper.web import render\n")
-    (root / "web" / "__init__.py").write_text("")
-    (root / "web" / "render.py").write_text("def page():\n    from certkeeper.status import x\n")
-    (root / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                   "    from certkeeper.model import Bundle\n")
-    (root / "model.py").write_text("import certkeeper.typed\n")
-    (root / "alone.py").write_text("from certkeeper.status import x\n")
-    found = sorted(cycles(import_graph(modules(root))))
-    assert found == [["certkeeper.model", "certkeeper.typed"], ["certkeeper.status", "certkeeper.web.render"]]
+    in_a_function = package(tmp_path / "one" / "certkeeper", {
+        "status.py": "from certkeeper.web import render\n",
+        "web/__init__.py": "",
+        "web/render.py": "def page():\n    from certkeeper.status import x\n",
+        "alone.py": "from certkeeper.status import x\n",
+    })
+    found = cycle(import_graph(in_a_function))
+    assert found is not None and set(found) == {"certkeeper.status", "certkeeper.web.render"}
+    type_checking = package(tmp_path / "two" / "certkeeper", {
+        "typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from certkeeper.model import Bundle\n",
+        "model.py": "import certkeeper.typed\n",
+    })
+    found = cycle(import_graph(type_checking))
+    assert found is not None and set(found) == {"certkeeper.model", "certkeeper.typed"}
+    assert cycle(import_graph(package(tmp_path / "three" / "certkeeper", {"alone.py": "import certkeeper.other\n",
+                                                                             "other.py": ""}))) is None
 
 
 def test_no_import_cycle_between_certkeeper_modules() -> None:
     known = modules()
     assert len(known) > 100  # the whole package was read
-    assert cycles(import_graph(known)) == []
+    assert cycle(import_graph(known)) is None
 
 
 def test_no_module_is_over_600_lines() -> None:
